@@ -8,8 +8,7 @@ import pytest
 
 from axolotl.cli.pending import NOT_IMPLEMENTED_EXIT_CODE, PENDING_VERBS
 
-PENDING = ("merge-lora", "evaluate", "quantize", "lm-eval",
-           "vllm-serve", "merge-sharded-fsdp-weights", "delinearize-llama4")
+PENDING = ("vllm-serve", "merge-sharded-fsdp-weights", "delinearize-llama4")
 
 
 def test_pending_table_matches_the_issue() -> None:
@@ -35,12 +34,12 @@ def test_pending_verb_refuses(cli, verb: str, tmp_path) -> None:
 
 
 def test_pending_verb_without_config_refuses(cli, tmp_path) -> None:
-    _assert_refused(cli(["evaluate"], cwd=tmp_path), "evaluate")
+    _assert_refused(cli(["delinearize-llama4"], cwd=tmp_path), "delinearize-llama4")
 
 
 @pytest.mark.parametrize(("module", "args", "verb"), [
-    ("axolotl.cli.evaluate", [], "evaluate"),
-    ("axolotl.cli.merge_lora", ["cfg.yml", "--lora_model_dir=x"], "merge-lora"),
+    ("axolotl.cli.delinearize_llama4", [], "delinearize-llama4"),
+    ("axolotl.cli.merge_sharded_fsdp_weights", ["cfg.yml", "--output_dir=x"], "merge-sharded-fsdp-weights"),
 ])
 def test_legacy_entry_points_refuse(cli, module: str, args: list[str], verb: str, tmp_path) -> None:
     _assert_refused(cli(args, module=module, cwd=tmp_path), verb)

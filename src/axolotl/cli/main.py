@@ -100,16 +100,41 @@ def inference(
     config: ConfigArg,
     lora_model_dir: Annotated[Optional[str], typer.Option("--lora-model-dir", help="Adapter to load.")] = None,
     base_model: Annotated[Optional[str], typer.Option("--base-model", help="Model folder or id to load.")] = None,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens to generate per reply.")] = 128,
-    temperature: Annotated[float, typer.Option("--temperature", help="0 = greedy decoding.")] = 0.0,
+    max_new_tokens: Annotated[Optional[int], typer.Option(
+        "--max-new-tokens", help="Tokens to generate per reply [default: 128, or gradio_max_new_tokens with "
+                                 "--gradio].")] = None,
+    temperature: Annotated[Optional[float], typer.Option(
+        "--temperature", help="0 = greedy decoding [default: 0, or gradio_temperature with --gradio].")] = None,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling (with temperature > 0).")] = 1.0,
-    gradio: Annotated[bool, typer.Option("--gradio", help="Web chat (not supported yet).")] = False,
+    gradio: Annotated[bool, typer.Option("--gradio", help="Web chat in the browser (needs the `gradio` extra); "
+                                                          "gradio_* keys set title, address and port.")] = False,
 ) -> None:
-    """Chat with the trained model: piped stdin is one prompt, a terminal gives a prompt per line."""
+    """Chat with the trained model: piped stdin is one prompt, a terminal gives a prompt per line,
+    `--gradio` serves a web chat (on 127.0.0.1 unless gradio_server_name is set)."""
     from axolotl.cli.inference import run
 
     raise typer.Exit(run(config, ctx.args, base_model=base_model, lora_model_dir=lora_model_dir,
                          max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, gradio=gradio))
+
+
+@app.command("merge-lora", context_settings=EXTRA_ARGS)
+def merge_lora(
+    ctx: typer.Context,
+    config: ConfigArg,
+    lora_model_dir: Annotated[Optional[str], typer.Option(
+        "--lora-model-dir", help="Adapter to merge [default: the config's lora_model_dir, else output_dir].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a different model already in "
+                                                        "output_dir/merged.")] = False,
+) -> None:
+    """Merge a LoRA adapter into its base model and save both as one model (with the tokenizer) to
+    `output_dir/merged`. Works on CPU (`CUDA_VISIBLE_DEVICES=""`); `lora_on_cpu` and
+    `gpu_memory_limit` in the config control where the merge runs.
+
+    Exit code 1 for a bad config, adapter or target, 2 for an adapter that cannot be merged yet.
+    """
+    from axolotl.cli.merge_lora import run
+
+    raise typer.Exit(run(config, ctx.args, lora_model_dir=lora_model_dir, force=force))
 
 
 @app.command(context_settings=EXTRA_ARGS)
@@ -129,11 +154,54 @@ def train(
     raise typer.Exit(run(config, ctx.args, launcher=launcher))
 
 
+@app.command(context_settings=EXTRA_ARGS)
+def evaluate(
+    ctx: typer.Context,
+    config: ConfigArg,
+    launcher: Annotated[str, typer.Option("--launcher", help="How to start the run; only `python` (one "
+                                                              "process) is supported yet.")] = "python",
+    model: Annotated[str, typer.Option("--model", help="`auto`: the trained output in output_dir if there is "
+                                                        "one, else base_model; `trained`; or `base`.")] = "auto",
+    include_train: Annotated[bool, typer.Option("--include-train", help="Also evaluate the train split.")] = False,
+) -> None:
+    """Report loss and perplexity on the eval split (and the train split), through the data path and
+    trainer of `train`; writes `eval_metrics.json` to output_dir.
+
+    Exit code 1 for a bad config or data (e.g. no `val_set_size` / `test_datasets`), 2 for a
+    feature that is not supported yet.
+    """
+    from axolotl.cli.evaluate import run
+
+    raise typer.Exit(run(config, ctx.args, launcher=launcher, model=model, include_train=include_train))
+
+
+@app.command(context_settings=EXTRA_ARGS)
+def quantize(
+    ctx: typer.Context,
+    config: ConfigArg,
+    base_model: Annotated[Optional[str], typer.Option(
+        "--base-model", help="Model folder or id to quantize [default: the model in output_dir, else "
+                             "base_model].")] = None,
+) -> None:
+    """Post-training quantization with torchao as the `quantization:` (or `qat:`) block says; writes the
+    model and tokenizer to `output_dir/quantized`. Needs the `torchao` extra.
+    """
+    from axolotl.cli.quantize import run
+
+    raise typer.Exit(run(config, ctx.args, base_model=base_model))
+
+
+@app.command("lm-eval", context_settings=EXTRA_ARGS)
+def lm_eval(ctx: typer.Context, config: ConfigArg) -> None:
+    """Run lm-evaluation-harness `lm_eval_tasks` on the trained model (or `lm_eval_model`); writes
+    `output_dir/lm_eval_results.json`. Needs the `lm-eval` extra.
+    """
+    from axolotl.cli.lm_eval import run
+
+    raise typer.Exit(run(config, ctx.args))
+
+
 _PENDING_HELP = {
-    "merge-lora": "Merge a LoRA adapter into its base model.",
-    "evaluate": "Report loss and perplexity on the evaluation data.",
-    "quantize": "Post-training quantization of a model.",
-    "lm-eval": "Run lm-evaluation-harness tasks.",
     "vllm-serve": "Serve the model with vLLM for GRPO generation.",
     "merge-sharded-fsdp-weights": "Merge a sharded FSDP checkpoint into one model.",
     "delinearize-llama4": "Convert a linearized Llama 4 checkpoint back to the standard layout.",

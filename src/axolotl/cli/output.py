@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence, TypeVar
 
 from axolotl.config.errors import ConfigError, ConfigIssue
+
+T = TypeVar("T")
+
+EXIT_NOT_SUPPORTED = 2
+"""Exit code of a verb refusing a feature that is not implemented yet (1 is a bad input)."""
 
 if TYPE_CHECKING:
     from axolotl.config.loader import LoadedConfig
@@ -42,3 +47,17 @@ def legacy_main(argv: Sequence[str] | None, usage: str) -> list[str]:
         print(f"usage: {usage}", file=sys.stderr)
         raise SystemExit(2)
     return args
+
+
+def run_or_report(config: str, action: Callable[[], T],
+                  errors: tuple[type[Exception], ...] = (ValueError, ImportError, OSError)) -> tuple[T | None, int]:
+    """Run a verb's library call; expected failures become one `error: CONFIG: ...` line and an
+    exit code (2 for not-supported-yet, 1 for the rest) instead of a traceback."""
+    try:
+        return action(), 0
+    except NotImplementedError as error:
+        print(f"error: {config}: {error}", file=sys.stderr)
+        return None, EXIT_NOT_SUPPORTED
+    except errors as error:
+        print(f"error: {config}: {error}", file=sys.stderr)
+        return None, 1

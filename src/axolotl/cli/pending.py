@@ -6,10 +6,6 @@ import sys
 from typing import Callable, Sequence
 
 PENDING_VERBS: dict[str, str] = {
-    "merge-lora": "the model tools (merge-lora, evaluate, quantize, lm-eval)",
-    "evaluate": "the model tools (merge-lora, evaluate, quantize, lm-eval)",
-    "quantize": "the model tools (merge-lora, evaluate, quantize, lm-eval)",
-    "lm-eval": "the model tools (merge-lora, evaluate, quantize, lm-eval)",
     "vllm-serve": "GRPO with vLLM",
     "merge-sharded-fsdp-weights": "multi-GPU training (FSDP)",
     "delinearize-llama4": "Llama 4 support",

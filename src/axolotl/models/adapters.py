@@ -190,10 +190,15 @@ def _respect_gradient_checkpointing(cfg: AxolotlConfig, model: PreTrainedModel) 
     embedding would drop every LoRA gradient."""
     if not cfg.gradient_checkpointing:
         return
-    # transformers 5 renamed gradient_checkpointing_* to activation_checkpointing_*; the old names
-    # warn. Offloading variants (`offload`, `offload_disk`) are the trainer's to set up.
-    if not model.is_activation_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=cfg.gradient_checkpointing_kwargs)
+    # transformers 5.23 renamed gradient_checkpointing_* to activation_checkpointing_* (the old names
+    # warn); 5.17 has only the old ones. Offloading variants are the trainer's to set up.
+    enabled = getattr(model, "is_activation_checkpointing", None)
+    if enabled is None:
+        enabled = model.is_gradient_checkpointing
+    if not enabled:
+        from axolotl.models.model import enable_checkpointing
+
+        enable_checkpointing(model, {"use_reentrant": False, **(cfg.gradient_checkpointing_kwargs or {})})
 
 
 def _prepare_kbit(cfg: AxolotlConfig, model: PreTrainedModel) -> PreTrainedModel:
@@ -220,7 +225,7 @@ def _prepare_kbit(cfg: AxolotlConfig, model: PreTrainedModel) -> PreTrainedModel
     return model
 
 
-def _adapter_config_file(directory: Path) -> dict[str, Any]:
+def read_adapter_config(directory: Path) -> dict[str, Any]:
     """Read adapter_config.json ourselves so a wrong directory fails with the path in the message."""
     path = directory / "adapter_config.json"
     if not path.is_file():
@@ -242,17 +247,22 @@ def _check_saved_matches_cfg(cfg: AxolotlConfig, saved: dict[str, Any], director
 
 
 def _load_existing(cfg: AxolotlConfig, model: PreTrainedModel) -> PeftModel:
-    """Continue training an adapter: load it trainable and verify every saved tensor landed on a
-    module of the same shape in this base."""
+    """Continue training an adapter: load it trainable."""
+    return load_saved_adapter(cfg, model, Path(cfg.lora_model_dir), trainable=True)
+
+
+def load_saved_adapter(cfg: AxolotlConfig, model: PreTrainedModel, directory: Path, *,
+                       trainable: bool) -> PeftModel:
+    """Wrap `model` in the adapter saved in `directory` (training continues from it, `merge-lora`
+    merges it) and verify every saved tensor landed on a module of the same shape in this base."""
     from peft import PeftModel
 
-    directory = Path(cfg.lora_model_dir)
-    saved = _adapter_config_file(directory)
+    saved = read_adapter_config(directory)
     _check_saved_matches_cfg(cfg, saved, directory)
     hint = f"the adapter in {directory} was not trained on this base model ({type(model).__name__})"
     try:
         peft_model = PeftModel.from_pretrained(
-            model, str(directory), is_trainable=True,
+            model, str(directory), is_trainable=trainable,
             autocast_adapter_dtype=cfg.peft_autocast_adapter_dtype is not False,
         )
     except (ValueError, RuntimeError, KeyError) as error:

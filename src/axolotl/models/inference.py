@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
     from axolotl.config.schema import AxolotlConfig
 
@@ -65,11 +65,21 @@ def load_for_inference(cfg: AxolotlConfig, base_model: str | None = None,
     return model, tokenizer
 
 
-def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
+def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str,
+                  history: Sequence[Mapping[str, str]] = ()) -> str:
+    """The text the model sees for `prompt`; earlier `{"role", "content"}` turns (the web chat's)
+    are rendered before it when there is a chat template, and dropped for plain-text models."""
     if tokenizer.chat_template:
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True)
+        messages = [*history, {"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return prompt
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str,
+                  history: Sequence[Mapping[str, str]] = ()) -> BatchEncoding:
+    """Token ids (a batch of one) for `format_prompt`; a chat template writes its own bos."""
+    text = format_prompt(tokenizer, prompt, history)
+    return tokenizer(text, return_tensors="pt", add_special_tokens=not tokenizer.chat_template)
 
 
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str,
@@ -78,8 +88,7 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt:
     import torch
     from transformers import TextStreamer
 
-    text = format_prompt(tokenizer, prompt)
-    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=not tokenizer.chat_template)
+    inputs = encode_prompt(tokenizer, prompt)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
     with torch.no_grad():
         output = model.generate(**inputs, **settings.kwargs(), streamer=streamer,
