@@ -9,7 +9,9 @@ is the trainer's, not the tokenizer's.
     python benchmarks/sft_throughput.py --case full-sdpa,full-flex,lora-flex [--steps 20 --warmup 5]
 
 MFU = (6 * params * tokens/s + attention flops) / the device's dense bf16 peak (989 TFLOP/s for
-H100/H200 SXM). First version: this is the figure to beat in `benchmarks/RESULTS.md`.
+H100/H200 SXM), counted by `axolotl.training.flops` (the same count `axolotl train` shows live),
+with the attention term over the generated document lengths. First version: this is the figure
+to beat in `benchmarks/RESULTS.md`.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from typing import Any
 
 import numpy as np
 
-PEAK_BF16 = 989e12
 LLAMA_1B = dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                 num_attention_heads=32, num_key_value_heads=8, head_dim=64, max_position_embeddings=131072,
                 rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=True, hidden_act="silu",
                 bos_token_id=1, eos_token_id=2, pad_token_id=0)
+LLAMA_8B = dict(LLAMA_1B, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                num_key_value_heads=8, head_dim=128, tie_word_embeddings=False)
 TINY = dict(LLAMA_1B, vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, head_dim=16)
 """`--tiny`: a CPU smoke run of the script itself (figures meaningless)."""
@@ -52,8 +55,8 @@ def write_model_dir(path: Path, shape: dict[str, Any]) -> Path:
     return path
 
 
-def write_documents(path: Path, tokens_needed: int, vocab: int, seed: int) -> tuple[Path, float]:
-    """The documents, and their mean causal attention context (for the attention FLOPs)."""
+def write_documents(path: Path, tokens_needed: int, vocab: int, seed: int) -> tuple[Path, list[int]]:
+    """The documents, and their lengths (for the attention FLOPs)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -65,8 +68,7 @@ def write_documents(path: Path, tokens_needed: int, vocab: int, seed: int) -> tu
         docs.append(ids)
         total += length
     pq.write_table(pa.table({"input_ids": docs, "labels": docs}), path)
-    lengths = np.array([len(d) for d in docs], dtype=np.float64)
-    return path, float((lengths**2).sum() / (2 * lengths.sum()))
+    return path, [len(d) for d in docs]
 
 
 def config_text(model_dir: Path, data: Path, work: Path, case: str, steps: int) -> str:
@@ -79,20 +81,26 @@ def config_text(model_dir: Path, data: Path, work: Path, case: str, steps: int) 
         "bfloat16: true" if "pure" in case.split("-") else "bf16: true", "logging_steps: 1", "save_strategy: 'no'", f"output_dir: {work / ('out-' + case)}",
         "flex_attention: true" if attn == "flex" else "sdp_attention: true",
     ]
-    if "gc" in case.split("-"):
+    flags = case.split("-")[2:]
+    if "gc" in flags:
         lines.append("gradient_checkpointing: true")
+    if "compile" in flags:
+        lines.append("torch_compile: true")
+    if "cce" in flags:
+        lines.append("chunked_cross_entropy: true")
     if mode == "lora":
         lines += ["adapter: lora", "lora_r: 16", "lora_alpha: 32", "lora_target_linear: true"]
     return "\n".join(lines) + "\n"
 
 
 def run_case(case: str, model_dir: Path, data: Path, work: Path, warmup: int, steps: int, shape: dict[str, Any],
-             context: float) -> dict[str, Any]:
+             lengths: list[int]) -> dict[str, Any]:
     import torch
-    from transformers import TrainerCallback
+    from transformers import LlamaConfig, TrainerCallback
 
     from axolotl.config.environment import Environment
     from axolotl.config.loader import load_config_text
+    from axolotl.training.flops import ModelShape, peak_bf16_flops, training_flops_per_token
     from axolotl.training.sft import train
 
     class StepClock(TrainerCallback):
@@ -116,27 +124,25 @@ def run_case(case: str, model_dir: Path, data: Path, work: Path, warmup: int, st
     seconds = clock.times[-1] - clock.times[warmup - 1]
     tokens = clock.tokens[-1] - clock.tokens[warmup - 1]
     rate = tokens / seconds
-    params = sum(_param_counts(shape).values())
-    # per token: QK^T and AV over the mean causal context, forward + backward (x3), every layer
-    attention = 12 * shape["num_hidden_layers"] * shape["num_attention_heads"] * shape["head_dim"] * context
-    mfu = (6 * params + attention) * rate / PEAK_BF16
-    return {"case": case, "useful_tokens_per_s": round(rate), "mfu": round(mfu, 4),
+    model_shape = ModelShape.from_config(LlamaConfig(**shape))
+    assert model_shape is not None
+    peak = peak_bf16_flops()
+    mfu = training_flops_per_token(model_shape, lengths) * rate / peak if peak else None
+    return {"case": case, "useful_tokens_per_s": round(rate), "mfu": round(mfu, 4) if mfu is not None else None,
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None, "steps": steps,
             "warmup": warmup, "device": torch.cuda.get_device_name(0) if cuda else "cpu"}
-
-
-def _param_counts(shape: dict[str, Any]) -> dict[str, int]:
-    h, i, layers, v = shape["hidden_size"], shape["intermediate_size"], shape["num_hidden_layers"], shape["vocab_size"]
-    kv = shape["num_key_value_heads"] * shape["head_dim"]
-    per_layer = h * h * 2 + h * kv * 2 + 3 * h * i
-    return {"layers": per_layer * layers, "embeddings": v * h}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", default="full-sdpa,full-flex,lora-flex",
-                        help="comma list of {full,lora}-{sdpa,flex}[-gc][-pure]; -pure = bf16 weights (`bfloat16: true`) "
-                             "instead of fp32 weights with bf16 autocast (`bf16: true`)")
+                        help="comma list of {full,lora}-{sdpa,flex}[-gc][-compile][-cce][-pure]: -gc gradient "
+                             "checkpointing, -compile `torch_compile: true`, -cce `chunked_cross_entropy: true`, "
+                             "-pure `bfloat16: true` instead of `bf16: true`")
+    parser.add_argument("--shape", choices=["1b", "8b"], default="1b", help="Llama-3.2-1B or Llama-3.1-8B shape")
+    parser.add_argument("--anchor", type=Path, help="path of ../shared/bench/anchor_sft.py: run these reference "
+                                                     "cases in the same call and print the ratios")
+    parser.add_argument("--anchor-case", default="full-flex-packed-amp,trl-flex,lora-flex-packed-amp,trl-flex-lora")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--out", type=Path, help="append JSON lines here")
@@ -146,23 +152,63 @@ def main() -> None:
     import torch
     import transformers
 
-    shape = TINY if args.tiny else LLAMA_1B
+    shape = TINY if args.tiny else LLAMA_8B if args.shape == "8b" else LLAMA_1B
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     print(f"# torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
           f"device {device}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model_dir = write_model_dir(work / "model", shape)
-        data, context = write_documents(work / "docs.parquet", 4096 * (args.warmup + args.steps + 10),
+        data, lengths = write_documents(work / "docs.parquet", 4096 * (args.warmup + args.steps + 10),
                                         shape["vocab_size"], 1234)
         print(f"{'case':<16} {'tokens/s':>10} {'MFU':>7} {'peak GiB':>9}")
+        ours = []
         for case in args.case.split(","):
-            result = run_case(case, model_dir, data, work, args.warmup, args.steps, shape, context)
+            result = run_case(case, model_dir, data, work, args.warmup, args.steps, shape, lengths)
             peak = f"{result['peak_gib']:>9.2f}" if result["peak_gib"] is not None else f"{'-':>9}"
-            print(f"{case:<16} {result['useful_tokens_per_s']:>10,} {result['mfu']:>7.1%} {peak}")
+            mfu = f"{result['mfu']:>7.1%}" if result["mfu"] is not None else f"{'-':>7}"
+            print(f"{case:<16} {result['useful_tokens_per_s']:>10,} {mfu} {peak}", flush=True)
+            ours.append(result)
             if args.out:
                 with args.out.open("a") as handle:
                     handle.write(json.dumps(result) + "\n")
+    if args.anchor:
+        compare(ours, run_anchor(args), args)
+
+
+def run_anchor(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The reference paths (plain loop, TRL SFTTrainer) on the same workload, in this call."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "anchor.jsonl"
+        command = [sys.executable, str(args.anchor), "--case", args.anchor_case, "--steps", str(args.steps),
+                   "--warmup", str(args.warmup), "--out", str(out)]
+        if args.shape != "1b":
+            command += ["--shape", args.shape]
+        if args.tiny:
+            command.append("--tiny")
+        subprocess.run(command, check=True)
+        return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+
+
+def compare(ours: list[dict[str, Any]], anchor: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """Ours next to each reference case of the same mode (full or LoRA), with the ratio."""
+    references = [r for r in anchor if "tok_s_useful" in r]
+    if args.out:
+        with args.out.open("a") as handle:
+            handle.writelines(json.dumps({"anchor": reference}) + "\n" for reference in references)
+    print(f"\n{'ours':<24} {'tokens/s':>9} {'GiB':>6}   {'reference':<24} {'tokens/s':>9} {'GiB':>6} {'ratio':>6}")
+    for result in ours:
+        mode = result["case"].split("-")[0]
+        for reference in references:
+            lora = reference["case"].startswith("lora") or reference["case"].endswith("-lora")
+            if lora != (mode == "lora"):
+                continue
+            ratio = result["useful_tokens_per_s"] / reference["tok_s_useful"]
+            print(f"{result['case']:<24} {result['useful_tokens_per_s']:>9,} {result['peak_gib'] or 0:>6.1f}   "
+                  f"{reference['case']:<24} {round(reference['tok_s_useful']):>9,} "
+                  f"{reference.get('peak_gib_steady') or 0:>6.1f} {ratio:>5.2f}x")
 
 
 if __name__ == "__main__":

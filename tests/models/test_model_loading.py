@@ -100,9 +100,12 @@ def test_missing_flash_attn_is_a_clear_error(tiny_llama_dir: Path) -> None:
         load_for(tiny_llama_dir, "flash_attention: true\n")
 
 
-@pytest.mark.skipif(package_available("bitsandbytes"), reason="bitsandbytes is installed here")
 @pytest.mark.parametrize("extra", ["adapter: qlora\nload_in_4bit: true\n", "adapter: lora\nload_in_8bit: true\n"])
-def test_missing_bitsandbytes_is_a_clear_error(tiny_llama_dir: Path, extra: str) -> None:
+def test_missing_bitsandbytes_is_a_clear_error(tiny_llama_dir: Path, extra: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import axolotl.models.precision as precision
+
+    monkeypatch.setattr(precision, "package_available", lambda name: name != "bitsandbytes")
     with pytest.raises(ImportError, match=r"bitsandbytes.*`qlora` extra"):
         load_for(tiny_llama_dir, extra + "lora_r: 8\nlora_alpha: 16\n")
 
@@ -110,7 +113,6 @@ def test_missing_bitsandbytes_is_a_clear_error(tiny_llama_dir: Path, extra: str)
 @pytest.mark.parametrize(("extra", "key"), [
     ("gradient_checkpointing: offload\n", "gradient_checkpointing"),
     ("gradient_checkpointing: true\nactivation_offloading: true\n", "activation_offloading"),
-    ("torch_compile: true\n", "torch_compile"),
     ("fix_untrained_tokens: [1]\n", "fix_untrained_tokens"),
 ])
 def test_unimplemented_keys_are_refused(tiny_llama_dir: Path, extra: str, key: str) -> None:

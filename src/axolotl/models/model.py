@@ -30,7 +30,6 @@ def _unsupported(cfg: AxolotlConfig) -> list[str]:
         "gradient_checkpointing": (cfg.gradient_checkpointing in ("offload", "offload_disk"),
                                    f"`{cfg.gradient_checkpointing}` checkpointing; use `gradient_checkpointing: true`"),
         "activation_offloading": (cfg.activation_offloading not in (None, False), "activation offloading"),
-        "torch_compile": (bool(cfg.torch_compile), "compiling the model"),
         "gptq": (bool(cfg.gptq), "training on GPTQ checkpoints"),
         "nf4_backend": (cfg.nf4_backend != "bitsandbytes", "the torchao NF4 backend; use bitsandbytes"),
         "model_quantization_config": (cfg.model_quantization_config is not None, "MXFP4/FP8 checkpoint loading"),

@@ -23,7 +23,7 @@
 | dataloader_num_workers/pin_memory/prefetch_factor/drop_last | same names                           |
 | use_tensorboard / use_wandb / use_mlflow     | report_to (else "none")                             |
 | wandb_name / mlflow_run_name                 | run_name                                            |
-| include_tokens_per_second / include_tkps     | include_num_input_tokens_seen="non_padding" (always on: metrics.json reports tokens/s) |
+| include_tokens_per_second / include_tkps     | include_num_input_tokens_seen="non_padding" (always on: metrics.json reports tokens/s); the keys add throughput to the logs (`axolotl.training.progress`) |
 | neftune_noise_alpha                          | neftune_noise_alpha                                 |
 | group_by_length                              | train_sampling_strategy="group_by_length"           |
 | torch_empty_cache_steps                      | torch_empty_cache_steps                             |
@@ -36,6 +36,7 @@ Everything else of the training settings is refused in `axolotl.training.support
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import TYPE_CHECKING, Any
 
 from axolotl.models.precision import resolve_precision
@@ -231,13 +232,24 @@ def build_training_args(cfg: AxolotlConfig, has_eval: bool) -> TrainingArguments
     return TrainingArguments(**kwargs)
 
 
+def _local_mlflow_store(uri: str | None) -> bool:
+    """A `file:` URI or a filesystem path: MLflow's file store."""
+    return uri is not None and uri.startswith(("file:", "/", "./", "../", "~"))
+
+
 def tracker_environment(cfg: AxolotlConfig) -> dict[str, str]:
-    """Environment variables transformers' W&B / MLflow integrations read their settings from."""
+    """Environment variables transformers' W&B / MLflow integrations read their settings from.
+
+    A `file:` `mlflow_tracking_uri` also sets `MLFLOW_ALLOW_FILE_STORE=true` (unless the environment
+    already says otherwise): recent MLflow 3 releases refuse their file store without it, and the config
+    asked for one."""
     pairs = {
         "WANDB_PROJECT": cfg.wandb_project, "WANDB_ENTITY": cfg.wandb_entity, "WANDB_MODE": cfg.wandb_mode,
         "WANDB_RUN_ID": cfg.wandb_run_id, "WANDB_LOG_MODEL": cfg.wandb_log_model,
         "MLFLOW_TRACKING_URI": cfg.mlflow_tracking_uri, "MLFLOW_EXPERIMENT_NAME": cfg.mlflow_experiment_name,
         "HF_MLFLOW_LOG_ARTIFACTS": None if cfg.hf_mlflow_log_artifacts is None
         else str(bool(cfg.hf_mlflow_log_artifacts)).lower(),
+        "MLFLOW_ALLOW_FILE_STORE": os.environ.get("MLFLOW_ALLOW_FILE_STORE", "true")
+        if cfg.use_mlflow and _local_mlflow_store(cfg.mlflow_tracking_uri) else None,
     }
     return {key: str(value) for key, value in pairs.items() if value is not None}

@@ -25,17 +25,32 @@ from transformers.trainer_utils import get_last_checkpoint
 from axolotl.config.render import atomic_write_text, save_resolved_config
 from axolotl.data.pipeline import prepare_datasets
 from axolotl.models.adapters import apply_adapter
+from axolotl.models.compile import compile_layers
 from axolotl.models.model import load_model
+from axolotl.models.qat import apply_qat, convert_qat, qat_plan
+from axolotl.models.quantize import QuantizationError
 from axolotl.models.tokenizer import load_tokenizer
-from axolotl.training.args import build_training_args, optimizer_name, report_to, scheduler, tracker_environment
+from axolotl.training.args import (
+    TrainingConfigError,
+    build_training_args,
+    optimizer_name,
+    report_to,
+    scheduler,
+    tracker_environment,
+)
 from axolotl.training.callbacks import LossWatchdog, SaveFirstStep, StopOnSignal
 from axolotl.training.data import packed_loader, padded_collator
-from axolotl.training.support import check_trainer_support
+from axolotl.training.loss import check_chunked_loss_support, chunked_causal_lm_loss
+from axolotl.training.plots import CURVES_NAME, write_training_curves
+from axolotl.training.progress import TrainingProgress, use_progress
+from axolotl.training.support import NotSupportedYet, check_trainer_support
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
+    from transformers import TrainingArguments
 
     from axolotl.config.schema import AxolotlConfig
+    from axolotl.data.pipeline import PreparedData
 
 LOG = logging.getLogger(__name__)
 METRICS_NAME = "metrics.json"
@@ -65,6 +80,21 @@ class AxolotlTrainer(Trainer):
     def __init__(self, *args: Any, axolotl_cfg: AxolotlConfig, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.axolotl_cfg = axolotl_cfg
+        self.progress = use_progress(self)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.progress is not None:  # throughput keys, before log_history and the trackers see the log
+            self.progress.annotate(logs, self.state, self.args.world_size)
+        super().log(logs, start_time)
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        """The chunked loss when configured; it returns no logits, so evaluation that wants
+        outputs (and any other caller asking for them) takes the stock path."""
+        if self.axolotl_cfg.chunked_cross_entropy and not return_outputs and "labels" in inputs:
+            return chunked_causal_lm_loss(model, inputs, num_items_in_batch, self.axolotl_cfg)
+        return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                    num_items_in_batch=num_items_in_batch)
 
     def get_train_dataloader(self) -> DataLoader:
         if not self.axolotl_cfg.sample_packing:
@@ -81,12 +111,30 @@ class AxolotlTrainer(Trainer):
                              world_size=self.accelerator.num_processes, training=False)
 
 
+def build_trainer(cfg: AxolotlConfig, model: Any, tokenizer: Any, prepared: PreparedData,
+                  args: TrainingArguments, callbacks: Sequence[TrainerCallback] = ()) -> AxolotlTrainer:
+    """The Trainer `train` runs; `axolotl evaluate` builds the same one, so its eval batches (packed
+    or padded, collator, batch size) are exactly those of the trainer's own evaluation."""
+    return AxolotlTrainer(
+        model=model, args=args, train_dataset=prepared.train,
+        eval_dataset=prepared.eval if args.eval_strategy != "no" else None,
+        data_collator=padded_collator(cfg, tokenizer, cfg.sequence_len),
+        processing_class=tokenizer, callbacks=list(callbacks), axolotl_cfg=cfg,
+    )
+
+
 def preflight(cfg: AxolotlConfig) -> None:
     """Every refusal that needs no model or data, so a bad config fails in milliseconds."""
     check_trainer_support(cfg)
     optimizer_name(cfg)
     scheduler(cfg)
     report_to(cfg)
+    try:
+        qat_plan(cfg)
+    except NotImplementedError as error:
+        raise NotSupportedYet(str(error)) from None
+    except QuantizationError as error:
+        raise TrainingConfigError(str(error)) from None
 
 
 def _callbacks(cfg: AxolotlConfig) -> tuple[list[TrainerCallback], StopOnSignal, LossWatchdog | None]:
@@ -100,6 +148,8 @@ def _callbacks(cfg: AxolotlConfig) -> tuple[list[TrainerCallback], StopOnSignal,
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     if cfg.save_first_step:
         callbacks.append(SaveFirstStep())
+    callbacks.append(TrainingProgress(log_throughput=cfg.include_tkps is not False,
+                                      log_final_tokens_per_second=bool(cfg.include_tokens_per_second)))
     return callbacks, stopper, watchdog
 
 
@@ -117,7 +167,8 @@ def _resume_checkpoint(cfg: AxolotlConfig) -> str | None:
 def _metrics(trainer: Trainer, final: dict[str, Any]) -> dict[str, Any]:
     """Loss history, eval history, the Trainer's final metrics and measured throughput."""
     history = trainer.state.log_history
-    train = [{k: entry[k] for k in ("step", "epoch", "loss", "learning_rate", "grad_norm") if k in entry}
+    keys = ("step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_second_per_gpu", "mfu")
+    train = [{k: entry[k] for k in keys if k in entry}
              for entry in history if "loss" in entry]
     evals = [entry for entry in history if "eval_loss" in entry]
     runtime = final.get("train_runtime") or 0.0
@@ -128,7 +179,12 @@ def _metrics(trainer: Trainer, final: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_metrics(directory: Path, metrics: dict[str, Any]) -> None:
+    """metrics.json and the loss / lr / grad-norm plot (a failed plot only warns)."""
     atomic_write_text(directory / METRICS_NAME, json.dumps(metrics, indent=2, default=str) + "\n")
+    try:
+        write_training_curves(metrics["train_loss_history"] + metrics["eval_history"], directory / CURVES_NAME)
+    except Exception as error:  # noqa: BLE001 - the plot is a convenience, never worth the trained model
+        LOG.warning("could not write %s: %s", directory / CURVES_NAME, error)
 
 
 def _publish(trainer: Trainer, cfg: AxolotlConfig, metrics: dict[str, Any]) -> Path:
@@ -165,14 +221,13 @@ def train(cfg: AxolotlConfig, extra_callbacks: Sequence[TrainerCallback] = ()) -
     args = build_training_args(cfg, has_eval=prepared.eval is not None and len(prepared.eval) > 0)
     set_seed(args.seed)  # adapter initialisation and re-initialised weights draw from it
     model = apply_adapter(cfg, load_model(cfg, tokenizer))
+    qat_callbacks = apply_qat(model, qat_plan(cfg))  # fake quantisation, before compiling
+    if cfg.chunked_cross_entropy:
+        check_chunked_loss_support(cfg, model, args.world_size)
+    compile_layers(model, cfg)
     callbacks, stopper, watchdog = _callbacks(cfg)
-    callbacks.extend(extra_callbacks)
-    trainer = AxolotlTrainer(
-        model=model, args=args, train_dataset=prepared.train,
-        eval_dataset=prepared.eval if args.eval_strategy != "no" else None,
-        data_collator=padded_collator(cfg, tokenizer, cfg.sequence_len),
-        processing_class=tokenizer, callbacks=callbacks, axolotl_cfg=cfg,
-    )
+    callbacks.extend([*qat_callbacks, *extra_callbacks])
+    trainer = build_trainer(cfg, model, tokenizer, prepared, args, callbacks)
     output = trainer.train(resume_from_checkpoint=_resume_checkpoint(cfg))
     metrics = _metrics(trainer, dict(output.metrics))
     losses = [entry["loss"] for entry in metrics["train_loss_history"]]
@@ -190,6 +245,8 @@ def train(cfg: AxolotlConfig, extra_callbacks: Sequence[TrainerCallback] = ()) -
         if trainer.is_world_process_zero():
             _write_metrics(output_dir, metrics)
         return TrainResult(output_dir, metrics, losses, interrupted=stopper.signal_name)
+    if cfg.qat is not None:
+        convert_qat(model)  # a plain checkpoint; `axolotl quantize` applies the same scheme to it
     if trainer.is_world_process_zero():
         _publish(trainer, cfg, metrics)
     trainer.accelerator.wait_for_everyone()

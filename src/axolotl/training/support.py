@@ -57,6 +57,7 @@ REFUSED: dict[str, tuple[Check, str]] = {
     "eval_causal_lm_metrics": (_on, "causal-LM metrics during evaluation"),
     "eval_table_size": (_on, "prediction tables during evaluation"),
     "eval_max_new_tokens": (_on, "generation during evaluation"),
+    "lm_eval_post_train": (_on, "lm-eval after training; run `axolotl lm-eval CONFIG` once it is saved"),
     # checkpoints and outputs
     "save_safetensors": (lambda v: v is False, "saving in the pickle format (outputs are always safetensors)"),
     "hub_model_id": (_on, "pushing to the Hugging Face hub"),
@@ -67,12 +68,6 @@ REFUSED: dict[str, tuple[Check, str]] = {
     # precision and memory extras
     "fp8_enable_fsdp_float8_all_gather": (_on, "FP8 all-gather"),
     "flex_attn_compile_kwargs": (_on, "compiling flex attention with custom options"),
-    "torch_compile_backend": (_on, "compiling the model"),
-    "torch_compile_mode": (_on, "compiling the model"),
-    "torch_compile_options": (_on, "compiling the model"),
-    "torch_compile_regional": (_on, "regional compilation"),
-    "chunked_cross_entropy": (_on, "chunked cross-entropy"),
-    "chunked_cross_entropy_num_chunks": (_on, "chunked cross-entropy"),
     "tiled_mlp_num_shards": (_on, "tiled MLP"),
     # data feeding the trainer cannot do yet
     "streaming": (_on, "streamed datasets in training"),
@@ -90,7 +85,7 @@ REFUSED: dict[str, tuple[Check, str]] = {
 
 MAPPED_ELSEWHERE: dict[str, str] = {
     "gradient_checkpointing": "models.model", "gradient_checkpointing_kwargs": "models.model",
-    "activation_offloading": "models.model (refused there)", "torch_compile": "models.model (refused there)",
+    "activation_offloading": "models.model (refused there)", "torch_compile": "models.compile",
     "tiled_mlp": "models.model (refused there)", "fp32_norm_classes": "models.model (refused there)",
     "bfloat16": "models.precision", "float16": "models.precision", "float32": "models.precision",
     "attn_implementation": "models.model", "lora_mlp_kernel": "models.adapters (refused there)",

@@ -1,0 +1,1 @@
+"""Fused and memory-saving ops. Each has a plain reference implementation it is tested against."""

@@ -1,0 +1,66 @@
+"""The causal-LM loss through the chunked cross-entropy (`chunked_cross_entropy: true`).
+
+Same arithmetic as transformers' causal-LM loss (labels shifted left by one, -100 ignored, fp32
+logits, summed and divided by `num_items_in_batch` when the Trainer counts the supervised tokens
+of the whole accumulation window), but the decoder's hidden states go straight into
+`chunked_linear_cross_entropy` with the output projection's weight, so the full-vocabulary logits
+of a row never exist. Models whose logits are not a plain projection of the hidden states
+(soft-capped or scaled logits, an adapted or biased head) are refused up front.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from axolotl.kernels.chunked_ce import DEFAULT_NUM_CHUNKS, IGNORE_INDEX, chunked_linear_cross_entropy
+
+if TYPE_CHECKING:
+    from axolotl.config.schema import AxolotlConfig
+
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+"""Model-config attributes that change logits after the projection; the chunked loss would drop them."""
+
+
+def _inner_model(model: Any) -> Any:
+    """The transformers model under a PEFT wrapper (its decoder and head are what we call)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def check_chunked_loss_support(cfg: AxolotlConfig, model: Any, world_size: int) -> None:
+    """Refuse, naming the key, where the chunked loss would compute something else."""
+    inner = _inner_model(model)
+    head = inner.get_output_embeddings()
+    problems = []
+    if world_size > 1:
+        problems.append("it runs on one process only so far (the decoder is called outside the DDP/FSDP wrapper)")
+    if type(head) is not torch.nn.Linear or head.bias is not None:
+        problems.append(f"the output head is a {type(head).__name__} (adapted, wrapped or biased); it must be a plain "
+                        "bias-free Linear: leave lm_head out of lora_target_modules / lora_modules_to_save")
+    for name in LOGIT_TRANSFORMS:
+        value = getattr(inner.config, name, None) or getattr(inner.config.get_text_config(), name, None)
+        if value not in (None, 1, 1.0):
+            problems.append(f"the model config sets {name}={value}, which the chunked loss does not apply")
+    if problems:
+        raise ValueError("`chunked_cross_entropy: true` cannot be used here: " + "; ".join(problems) + ".")
+
+
+def chunked_causal_lm_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any, cfg: AxolotlConfig) -> torch.Tensor:
+    """Mean loss per supervised token of the optimizer step, as the model's own loss would give."""
+    inner = _inner_model(model)
+    labels = inputs["labels"]
+    model_inputs = {key: value for key, value in inputs.items() if key != "labels"}
+    hidden = inner.get_decoder()(**model_inputs, use_cache=False).last_hidden_state
+    shifted = torch.full_like(labels, IGNORE_INDEX)
+    shifted[:, :-1] = labels[:, 1:]
+    weight = inner.get_output_embeddings().weight
+    total = chunked_linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), weight, shifted.reshape(-1),
+                                         num_chunks=cfg.chunked_cross_entropy_num_chunks or DEFAULT_NUM_CHUNKS,
+                                         compiled=bool(cfg.torch_compile) and hidden.is_cuda)
+    if num_items_in_batch is None:
+        return total / (shifted != IGNORE_INDEX).sum().clamp(min=1)
+    if isinstance(num_items_in_batch, torch.Tensor):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
