@@ -35,14 +35,14 @@ def run(config: str, overrides: Sequence[str] = (), *, base_model: str | None = 
     loaded = load_or_report(config, overrides)
     if loaded is None:
         return 1
-    from axolotl.models.inference import GenerationSettings, generate, load_for_inference
+    from axolotl.models.inference import GenerationSettings, generate, load_for_inference, prompt_layout
 
     cfg = loaded.cfg
     if gradio:
         max_new_tokens = cfg.gradio_max_new_tokens if max_new_tokens is None else max_new_tokens
         temperature = cfg.gradio_temperature if temperature is None else temperature
     settings = GenerationSettings(128 if max_new_tokens is None else max_new_tokens,
-                                  0.0 if temperature is None else temperature, top_p)
+                                  0.0 if temperature is None else temperature, top_p, prompt_layout(cfg))
     model, tokenizer = load_for_inference(cfg, base_model, lora_model_dir)
     if gradio:
         return _serve(config, cfg, model, tokenizer, settings)

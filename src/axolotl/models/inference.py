@@ -15,13 +15,18 @@ if TYPE_CHECKING:
     from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
     from axolotl.config.schema import AxolotlConfig
+    from axolotl.data.strategies.instruction_formats import Layout
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
+    """How replies are produced: sampling settings and the prompt format of the training data."""
+
     max_new_tokens: int = 128
     temperature: float = 0.0
     top_p: float = 1.0
+    prompt_layout: Layout | None = None
+    """The dataset's instruction format (see `prompt_layout`); None: chat template or plain text."""
 
     def kwargs(self) -> dict[str, Any]:
         if self.temperature <= 0:
@@ -65,10 +70,26 @@ def load_for_inference(cfg: AxolotlConfig, base_model: str | None = None,
     return model, tokenizer
 
 
+def prompt_layout(cfg: AxolotlConfig) -> Layout | None:
+    """The instruction layout of the config's first dataset (alpaca-style types and inline formats),
+    or None when the model should be prompted through its chat template (or with plain text)."""
+    from axolotl.data.strategies.instruction import instruction_prompt_layout
+
+    datasets = cfg.datasets or []
+    return instruction_prompt_layout(datasets[0]) if datasets else None
+
+
 def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str,
-                  history: Sequence[Mapping[str, str]] = ()) -> str:
-    """The text the model sees for `prompt`; earlier `{"role", "content"}` turns (the web chat's)
-    are rendered before it when there is a chat template, and dropped for plain-text models."""
+                  history: Sequence[Mapping[str, str]] = (), layout: Layout | None = None) -> str:
+    """The text the model sees for `prompt`. With an instruction `layout` (the dataset's prompt
+    format) the prompt is the instruction and the text ends at the response header, exactly as in
+    training; earlier turns are dropped (the format has no turns). Otherwise earlier
+    `{"role", "content"}` turns (the web chat's) are rendered through the chat template, or
+    dropped for plain-text models."""
+    if layout is not None:
+        from axolotl.data.strategies.instruction_formats import Parts
+
+        return layout.render(Parts(instruction=prompt, input="", output=""))
     if tokenizer.chat_template:
         messages = [*history, {"role": "user", "content": prompt}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -76,10 +97,12 @@ def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str,
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str,
-                  history: Sequence[Mapping[str, str]] = ()) -> BatchEncoding:
-    """Token ids (a batch of one) for `format_prompt`; a chat template writes its own bos."""
-    text = format_prompt(tokenizer, prompt, history)
-    return tokenizer(text, return_tensors="pt", add_special_tokens=not tokenizer.chat_template)
+                  history: Sequence[Mapping[str, str]] = (), layout: Layout | None = None) -> BatchEncoding:
+    """Token ids (a batch of one) for `format_prompt`. A chat template writes its own bos; an
+    instruction prompt is tokenized with the special tokens, as the training prompt was."""
+    text = format_prompt(tokenizer, prompt, history, layout)
+    with_special = layout is not None or not tokenizer.chat_template
+    return tokenizer(text, return_tensors="pt", add_special_tokens=with_special)
 
 
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str,
@@ -88,7 +111,7 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt:
     import torch
     from transformers import TextStreamer
 
-    inputs = encode_prompt(tokenizer, prompt)
+    inputs = encode_prompt(tokenizer, prompt, layout=settings.prompt_layout)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
     with torch.no_grad():
         output = model.generate(**inputs, **settings.kwargs(), streamer=streamer,

@@ -96,7 +96,7 @@ def stream_reply(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, mes
     import torch
     from transformers import TextIteratorStreamer
 
-    inputs = encode_prompt(tokenizer, message, history)
+    inputs = encode_prompt(tokenizer, message, history, layout=settings.prompt_layout)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     failures: list[BaseException] = []
 

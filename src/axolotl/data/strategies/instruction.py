@@ -199,3 +199,19 @@ def _check_layout(layout: Layout, where: str) -> None:
             allowed = ", ".join("{" + name + "}" for name in values)
             raise DataError(f"dataset `{where}`: `type.{key}` {text!r} cannot be filled ({exc!r}); "
                             f"it may use {allowed} (write {{{{ and }}}} for literal braces)") from None
+
+
+def instruction_prompt_layout(dataset: Any) -> Layout | None:
+    """The prompt layout a dataset entry trains with, when it is an instruction-style type
+    (built-in or inline); None for every other type. Inference renders a user's prompt with it,
+    so the model sees the header it was fine-tuned to answer after."""
+    spec = dataset.type
+    if spec is not None and not isinstance(spec, str):
+        return user_format(spec, str(dataset.path or dataset.data_files)).layout
+    fmt = FORMATS.get(spec or "")
+    if fmt is None:
+        return None
+    style = getattr(dataset, "conversation", None)
+    if fmt.conversation_styles and style in STYLES:
+        return fmt.layout.restyled(style)
+    return fmt.layout
