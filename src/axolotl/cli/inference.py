@@ -75,8 +75,8 @@ def _serve(config: str, cfg: AxolotlConfig, model: PreTrainedModel, tokenizer: P
               f"{server.server_port or 'a port from 7860'}: {error}; set `gradio_server_port` / "
               "`gradio_server_name` to a free address", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # gradio handles Ctrl-C once it waits; this is Ctrl-C while it starts
-        app.close()
+    except KeyboardInterrupt:  # Ctrl-C: `launch` has closed the server
+        pass
     return 0
 
 

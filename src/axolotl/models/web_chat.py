@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -142,7 +143,18 @@ def build_chat(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, setti
 def launch(app: Blocks, server: ServerSettings, *, block: bool = True) -> str:
     """Serve `app` and return its local URL. With `block` this returns only after Ctrl-C, the server
     closed; otherwise the server runs in a background thread until `app.close()`."""
-    _, local_url, _ = app.launch(server_name=server.server_name, server_port=server.server_port,
-                                 share=server.share, prevent_thread_lock=not block, ssr_mode=False,
-                                 inbrowser=False, show_error=True)
-    return local_url
+    # The server always starts in the background and, with `block`, we wait here ourselves: Ctrl-C
+    # then lands in this loop (or in launch) and the `finally` closes the server, wherever it hit.
+    # gradio's own blocking wait misses a Ctrl-C that arrives between the server starting and the
+    # wait beginning, which left the process running after Ctrl-C on a loaded machine.
+    try:
+        _, local_url, _ = app.launch(server_name=server.server_name, server_port=server.server_port,
+                                     share=server.share, prevent_thread_lock=True, ssr_mode=False,
+                                     inbrowser=False, show_error=True)
+        if not block:
+            return local_url
+        while True:
+            time.sleep(0.2)
+    except BaseException:
+        app.close()
+        raise
