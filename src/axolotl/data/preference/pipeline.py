@@ -1,0 +1,259 @@
+"""From a preference config's dataset entries to prepared train/eval splits, cached on disk.
+
+Per entry: load rows, render each with its `type:` format into TEXT columns and measure them in
+ONE `datasets.map` pass (the length rule drops pairs, counted by reason). Then merge,
+deduplicate, shuffle and split as the SFT pipeline does, and save under
+`dataset_prepared_path/<key>` with the same cache layout.
+
+Columns of the prepared splits (what the TRL trainers read, nothing else):
+
+- `rl: dpo | ipo | orpo | simpo`: `prompt`, `chosen`, `rejected` (str)
+- `rl: kto`: `prompt`, `completion` (str), `label` (bool)
+
+Length rule (as the reference): prompt, chosen and rejected are tokenized on their own without
+special tokens; a pair is longer than `sequence_len` when prompt + chosen or prompt + rejected is.
+`excess_length_strategy`: `drop` (default), `raise`, or `truncate` (responses cut to fit after
+the prompt, decoded without special tokens; pairs whose prompt alone fills `sequence_len` are
+dropped). `skip_prepare_dataset: true` keeps every pair. `max_prompt_len` is the trainers'.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from axolotl.config.render import resolved_yaml
+from axolotl.data.encoding import encode_batch
+from axolotl.data.errors import DataError, RowError
+from axolotl.data.fingerprint import dataset_fingerprint
+from axolotl.data.pipeline import (
+    DEFAULT_PREPARED_PATH,
+    DEFAULT_SEED,
+    PreparedData,
+    _fresh_fingerprint,
+    _kept,
+    _load_prepared,
+    _save,
+    _workers,
+    arrow_column,
+    int_column,
+)
+from axolotl.data.preference.base import COLUMNS, PreferenceContext, Row, label, preference_kind, text
+from axolotl.data.preference.registry import resolve
+from axolotl.data.sources import load_rows
+from axolotl.data.stats import DatasetStats, PreparationStats, length_histogram
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from axolotl.config.schema import AxolotlConfig
+
+LOG = logging.getLogger(__name__)
+PREFERENCE_FORMAT_VERSION = 1
+"""Bump when a format renders different text for the same row."""
+MEASURE_COLUMNS = ("length", "n_tokens", "n_trained")
+"""Per-row counts kept until the statistics are taken: `length` is the longer of prompt + each
+response, `n_tokens` all tokens the trainer reads, `n_trained` the response tokens."""
+
+
+def prepare_preference_datasets(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase) -> PreparedData:
+    """Prepared train/eval TEXT splits for a DPO/IPO/ORPO/SimPO/KTO config, reused from the cache
+    when the key matches."""
+    kind = preference_kind(cfg)
+    if kind is None:
+        method = cfg.rl.value if cfg.rl else "sft"
+        raise DataError(f"preference datasets are for `rl: dpo | ipo | orpo | simpo | kto`; this config trains {method}")
+    if not cfg.datasets:
+        raise DataError("the config has no `datasets` to prepare")
+    key = preference_fingerprint(cfg, tokenizer, kind)
+    target = Path(cfg.dataset_prepared_path or DEFAULT_PREPARED_PATH).expanduser().resolve() / key
+    if cfg.dataset_prepared_path and target.is_dir():
+        LOG.info("reusing prepared data at %s", target)
+        return _load_prepared(target)
+    train, evaluation, stats = _prepare(cfg, tokenizer, kind)
+    _save(target, train, evaluation, stats, resolved_yaml(cfg))
+    return PreparedData(train, evaluation, stats, target)
+
+
+def preference_fingerprint(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, kind: str) -> str:
+    """The SFT key (entries, file contents, tokenizer, length and split settings) plus the kind of
+    method and this module's format version."""
+    base = dataset_fingerprint(cfg, tokenizer)
+    extra = f"{base}|preference:{kind}|v{PREFERENCE_FORMAT_VERSION}|skip:{bool(cfg.skip_prepare_dataset)}"
+    return hashlib.sha256(extra.encode()).hexdigest()[:32]
+
+
+def _prepare(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, kind: str) -> tuple[Any, Any, PreparationStats]:
+    import datasets
+
+    seed = cfg.seed if cfg.seed is not None else DEFAULT_SEED
+    stats = PreparationStats()
+    parts = []
+    for index, entry in enumerate(cfg.datasets or []):
+        part, part_stats = format_entry(cfg, tokenizer, entry, index, kind)
+        if cfg.shuffle_before_merging_datasets:
+            part = part.shuffle(seed=seed)
+        parts.append(part)
+        stats.datasets.append(part_stats)
+    train = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    if cfg.dataset_exact_deduplication:
+        train, stats.duplicates_removed = deduplicate(train, kind)
+    if cfg.shuffle_merged_datasets:
+        train = train.shuffle(seed=seed)
+    if cfg.dataset_shard_num:
+        train = train.shard(num_shards=cfg.dataset_shard_num, index=cfg.dataset_shard_idx or 0)
+    train, evaluation = _split_eval(cfg, tokenizer, kind, train, seed, stats)
+    _final_stats(stats, train, evaluation)
+    columns = list(COLUMNS[kind])
+    train = train.select_columns(columns)
+    evaluation = evaluation.select_columns(columns) if evaluation is not None else None
+    return train, evaluation, stats
+
+
+def _split_eval(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, kind: str, train: Any, seed: int,
+                stats: PreparationStats) -> tuple[Any, Any]:
+    import datasets
+
+    if cfg.test_datasets:
+        parts = []
+        for index, entry in enumerate(cfg.test_datasets):
+            part, part_stats = format_entry(cfg, tokenizer, entry, index, kind, role="eval")
+            parts.append(part)
+            stats.datasets.append(part_stats)
+        return train, datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    size = cfg.val_set_size or 0
+    if not size:
+        return train, None
+    if len(train) < 2:
+        raise DataError(f"`val_set_size: {size}` needs at least 2 prepared rows; there are {len(train)}")
+    split = train.train_test_split(test_size=size if size < 1 else int(size), seed=seed, shuffle=True)
+    return split["train"], split["test"]
+
+
+def _final_stats(stats: PreparationStats, train: Any, evaluation: Any) -> None:
+    lengths = int_column(train, "length")
+    stats.train_rows = len(train)
+    stats.eval_rows = len(evaluation) if evaluation is not None else 0
+    stats.train_tokens = int(int_column(train, "n_tokens").sum())
+    stats.train_trained_tokens = int(int_column(train, "n_trained").sum())
+    stats.length_histogram = length_histogram(lengths)
+
+
+def format_entry(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry: Any, index: int, kind: str,
+                 role: str = "train") -> tuple[Any, DatasetStats]:
+    """Render and measure one dataset entry, applying the length rule in the same pass."""
+    name = entry.path or f"{role} dataset {index}"
+    rows = load_rows(entry)
+    stats = DatasetStats(name=name, rows_in=len(rows))
+    if len(rows) == 0:
+        raise DataError(f"dataset `{name}` has no rows (check `split` and `data_files`)")
+    ctx = PreferenceContext(tokenizer=tokenizer, cfg=cfg, dataset=entry, kind=kind, index=index)
+    workers = _workers(cfg, len(rows))
+    mapped = rows.map(FormatRows(ctx, name), batched=True, with_indices=True, num_proc=workers,
+                      remove_columns=rows.column_names, load_from_cache_file=False,
+                      keep_in_memory=bool(cfg.dataset_keep_in_memory), desc=f"formatting {name}",
+                      new_fingerprint=_fresh_fingerprint())
+    reasons = Counter({item["values"]: item["counts"]
+                       for item in arrow_column(mapped, "drop_reason").value_counts().to_pylist()})
+    stats.rows_out = reasons.pop("", 0)
+    stats.dropped = dict(reasons)
+    kept = mapped.filter(_kept, input_columns=["drop_reason"], batched=True, num_proc=workers,
+                         load_from_cache_file=False, new_fingerprint=_fresh_fingerprint()) if reasons else mapped
+    stats.tokens = int(int_column(kept, "n_tokens").sum())
+    stats.trained_tokens = int(int_column(kept, "n_trained").sum())
+    if reasons:
+        LOG.warning("dataset %s: dropped %s", name, ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())))
+    return kept.remove_columns(["drop_reason"]), stats
+
+
+class FormatRows:
+    """The `datasets.map` function: format + length rule, picklable for worker processes."""
+
+    def __init__(self, ctx: PreferenceContext, name: str) -> None:
+        self.ctx = ctx
+        self.name = name
+        self.columns = COLUMNS[ctx.kind]
+        self.responses = [column for column in self.columns if column not in ("prompt", "label")]
+        self.limit = ctx.cfg.sequence_len
+        self.strategy = "keep" if ctx.cfg.skip_prepare_dataset else (ctx.cfg.excess_length_strategy or "drop")
+        self._format: Any = resolve(ctx)  # built here so a bad `type:` fails before any row is read
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_format": None}
+
+    def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        if self._format is None:
+            self._format = resolve(self.ctx)
+        rows = [self._formatted({column: values[position] for column, values in batch.items()}, indices[position])
+                for position in range(len(indices))]
+        texts = [column for column in self.columns if column != "label"]
+        lengths = {column: [len(ids) for ids in self._encode([row[column] for row in rows])] for column in texts}
+        out: dict[str, list[Any]] = {column: [] for column in (*self.columns, *MEASURE_COLUMNS, "drop_reason")}
+        for position, row in enumerate(rows):
+            sizes = {column: lengths[column][position] for column in texts}
+            reason = self._length_rule(row, sizes, indices[position])
+            for column in self.columns:
+                out[column].append(row[column])
+            prompt = sizes["prompt"]
+            out["length"].append(max(prompt + sizes[column] for column in self.responses))
+            out["n_tokens"].append(sum(prompt + sizes[column] for column in self.responses))
+            out["n_trained"].append(sum(sizes[column] for column in self.responses))
+            out["drop_reason"].append(reason)
+        return out
+
+    def _formatted(self, raw: Row, index: int) -> Row:
+        try:
+            row = self._format(raw)
+            checked = {column: text(row, column) for column in self.columns if column != "label"}
+            for column, value in checked.items():
+                if not value:
+                    raise RowError(f"`{column}` is empty", column)
+            if "label" in self.columns:
+                checked["label"] = label(row, "label")
+            return checked
+        except RowError as error:
+            raise error.located(self.name, index) from None
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return encode_batch(self.ctx.tokenizer, texts, add_special_tokens=False)[0]
+
+    def _length_rule(self, row: Row, sizes: dict[str, int], index: int) -> str:
+        """'' to keep the row (responses truncated in place with `truncate`), else why it is dropped."""
+        prompt = sizes["prompt"]
+        longest = max(prompt + sizes[column] for column in self.responses)
+        if longest <= self.limit or self.strategy == "keep":
+            return ""
+        if self.strategy == "raise":
+            raise DataError(f"dataset `{self.name}`, row {index}: prompt + response is {longest} tokens, more than "
+                            f"sequence_len {self.limit} (excess_length_strategy: raise)")
+        if self.strategy == "truncate":
+            room = self.limit - prompt
+            if room <= 0:
+                return f"prompt longer than sequence_len ({self.limit})"
+            for column in self.responses:
+                if sizes[column] > room:
+                    ids = self._encode([row[column]])[0][:room]
+                    row[column] = self.ctx.tokenizer.decode(ids, skip_special_tokens=True)
+                    sizes[column] = len(self._encode([row[column]])[0])
+            if max(prompt + sizes[column] for column in self.responses) <= self.limit and all(
+                    row[column] for column in self.responses):
+                return ""
+        return f"longer than sequence_len ({self.limit})"
+
+
+def deduplicate(dataset: Any, kind: str) -> tuple[Any, int]:
+    """Drop rows whose output columns all equal an earlier row's."""
+    table = dataset.with_format("arrow")[:]
+    columns = [table[column].to_pylist() for column in COLUMNS[kind]]
+    seen: set[int] = set()
+    keep: list[int] = []
+    for position, values in enumerate(zip(*columns, strict=True)):
+        digest = hash(values)
+        if digest not in seen:
+            seen.add(digest)
+            keep.append(position)
+    removed = len(dataset) - len(keep)
+    return (dataset.select(keep) if removed else dataset), removed

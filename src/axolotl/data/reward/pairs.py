@@ -1,0 +1,192 @@
+"""Prepared data for `reward_model: true`: per dataset entry, load rows, tokenize pairs and apply
+the length rules in ONE `datasets.map` pass (dropped pairs are counted by reason); then merge,
+deduplicate, shuffle and split like SFT data. Caching, fingerprinting and saving are the SFT
+pipeline's (`axolotl.data.pipeline.prepare_datasets` calls `prepare_pairs`).
+
+Columns: `chosen_ids`, `rejected_ids`, `length` (the longer side: length grouping and the
+histogram) and `n_trained` (2: one score per side; dropped before saving).
+
+Length rules, per side: longer than `sequence_len` -> `excess_length_strategy` (drop, the default;
+truncate both sides; raise); shorter than `min_sample_len` -> dropped.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from axolotl.data.errors import DataError, RowError
+from axolotl.data.pipeline import (
+    DEFAULT_SEED,
+    MIN_SAMPLE_LEN,
+    _fresh_fingerprint,
+    _kept,
+    _workers,
+    arrow_column,
+    int_column,
+    merge_and_split,
+)
+from axolotl.data.reward.bradley_terry import PAIR_STRATEGIES, PairStrategy, TokenizedPairs
+from axolotl.data.sources import load_rows
+from axolotl.data.stats import DatasetStats, PreparationStats, length_histogram
+from axolotl.data.strategies.base import StrategyContext
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from axolotl.config.schema import AxolotlConfig
+
+PAIR_COLUMNS = ("chosen_ids", "rejected_ids", "length", "n_trained")
+SCORES_PER_PAIR = 2
+
+
+def pair_strategy(ctx: StrategyContext) -> PairStrategy:
+    kind = ctx.dataset.type
+    factory = PAIR_STRATEGIES.get(kind) if isinstance(kind, str) else None
+    if factory is None:
+        raise DataError(f"dataset `{ctx.dataset.path}`: type `{kind}` is not a reward-model pair format; "
+                        f"use one of {sorted(PAIR_STRATEGIES)}")
+    return factory(ctx)
+
+
+def prepare_pairs(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, Any, PreparationStats]:
+    """(train, eval or None, stats) for a reward-model config."""
+    if cfg.sample_packing:
+        raise DataError("`sample_packing` does not apply to reward-model pairs (each pair is padded on its own); "
+                        "remove it")
+    seed = cfg.seed if cfg.seed is not None else DEFAULT_SEED
+    stats = PreparationStats()
+    train, evaluation = merge_and_split(cfg, tokenizer, tokenize_pairs, deduplicate_pairs, seed, stats)
+    lengths = int_column(train, "length")
+    stats.train_rows = len(train)
+    stats.eval_rows = len(evaluation) if evaluation is not None else 0
+    stats.train_tokens = _pair_tokens(train)
+    stats.train_trained_tokens = int(int_column(train, "n_trained").sum())
+    stats.length_histogram = length_histogram(lengths)
+    train = train.remove_columns(["n_trained"])
+    evaluation = evaluation.remove_columns(["n_trained"]) if evaluation is not None else None
+    return train, evaluation, stats
+
+
+def _pair_tokens(dataset: Any) -> int:
+    table = dataset.with_format("arrow")[:]
+    return sum(int(table[column].combine_chunks().value_lengths().to_numpy().sum())
+               for column in ("chosen_ids", "rejected_ids")) if len(dataset) else 0
+
+
+def tokenize_pairs(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry: Any, index: int,
+                   role: str = "train") -> tuple[Any, DatasetStats]:
+    """Tokenize one dataset entry into pairs, applying the length rules in the same pass."""
+    name = entry.path or f"{role} dataset {index}"
+    rows = load_rows(entry)
+    if getattr(entry, "shards", None):
+        rows = rows.shard(num_shards=entry.shards, index=entry.shards_idx or 0)
+    stats = DatasetStats(name=name, rows_in=len(rows))
+    if len(rows) == 0:
+        raise DataError(f"dataset `{name}` has no rows (check `split`, `data_files` and `shards`)")
+    ctx = StrategyContext(tokenizer=tokenizer, cfg=cfg, dataset=entry)
+    pair_strategy(ctx)  # an unknown type fails here, before any worker starts
+    workers = _workers(cfg, len(rows))
+    mapped = rows.map(TokenizePairRows(ctx, name), batched=True, with_indices=True, num_proc=workers,
+                      remove_columns=rows.column_names, load_from_cache_file=False,
+                      keep_in_memory=bool(cfg.dataset_keep_in_memory), desc=f"tokenizing {name}",
+                      new_fingerprint=_fresh_fingerprint())
+    reasons = Counter({item["values"]: item["counts"]
+                       for item in arrow_column(mapped, "drop_reason").value_counts().to_pylist()})
+    stats.rows_out = reasons.pop("", 0)
+    stats.dropped = dict(reasons)
+    kept = mapped.filter(_kept, input_columns=["drop_reason"], batched=True, num_proc=workers,
+                         load_from_cache_file=False, new_fingerprint=_fresh_fingerprint()) if reasons else mapped
+    stats.tokens = _pair_tokens(kept)
+    stats.trained_tokens = SCORES_PER_PAIR * stats.rows_out
+    return kept.remove_columns(["drop_reason"]), stats
+
+
+class TokenizePairRows:
+    """The `datasets.map` function: pair strategy + length rules, picklable for worker processes."""
+
+    def __init__(self, ctx: StrategyContext, name: str) -> None:
+        self.ctx = ctx
+        self.name = name
+        self.rules = PairLengthRules(ctx.cfg, name)
+        self._strategy: PairStrategy | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_strategy": None}
+
+    def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        if self._strategy is None:
+            self._strategy = pair_strategy(self.ctx)
+        return self.rules.apply(self._run(batch, indices), indices)
+
+    def _run(self, batch: dict[str, list[Any]], indices: list[int]) -> TokenizedPairs:
+        assert self._strategy is not None
+        try:
+            return self._strategy(batch)
+        except RowError:
+            pass
+        for position in range(len(indices)):  # find the failing row to name it
+            try:
+                self._strategy({column: values[position:position + 1] for column, values in batch.items()})
+            except RowError as error:
+                raise error.located(self.name, indices[position]) from None
+        raise DataError(f"dataset `{self.name}`: a batch failed but no single row did; please report this")
+
+
+class PairLengthRules:
+    """`sequence_len` / `excess_length_strategy` / `min_sample_len`, applied to each side of a pair."""
+
+    def __init__(self, cfg: AxolotlConfig, name: str) -> None:
+        self.limit = cfg.sequence_len
+        self.strategy = cfg.excess_length_strategy or "drop"
+        self.min_len = cfg.min_sample_len if cfg.min_sample_len is not None else MIN_SAMPLE_LEN
+        self.name = name
+
+    def apply(self, pairs: TokenizedPairs, indices: list[int]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {column: [] for column in (*PAIR_COLUMNS, "drop_reason")}
+        for chosen, rejected, source in zip(pairs.chosen_ids, pairs.rejected_ids, pairs.source_index, strict=True):
+            chosen, rejected, reason = self._check(chosen, rejected, indices[source])
+            self._emit(out, chosen, rejected, reason)
+        for _, reason in pairs.dropped:
+            self._emit(out, [], [], reason)
+        return out
+
+    def _check(self, chosen: list[int], rejected: list[int], row: int) -> tuple[list[int], list[int], str]:
+        longest = max(len(chosen), len(rejected))
+        if longest > self.limit:
+            if self.strategy == "truncate":
+                chosen, rejected = chosen[: self.limit], rejected[: self.limit]
+                if chosen == rejected:
+                    return chosen, rejected, f"chosen and rejected identical within sequence_len ({self.limit})"
+            elif self.strategy == "raise":
+                raise DataError(f"dataset `{self.name}`, row {row}: a side of {longest} tokens exceeds sequence_len "
+                                f"{self.limit} (excess_length_strategy: raise)")
+            else:
+                return chosen, rejected, f"longer than sequence_len ({self.limit})"
+        if min(len(chosen), len(rejected)) < self.min_len:
+            return chosen, rejected, f"shorter than min_sample_len ({self.min_len})"
+        return chosen, rejected, ""
+
+    @staticmethod
+    def _emit(out: dict[str, list[Any]], chosen: list[int], rejected: list[int], reason: str) -> None:
+        kept = reason == ""
+        out["chosen_ids"].append(chosen if kept else [])
+        out["rejected_ids"].append(rejected if kept else [])
+        out["length"].append(max(len(chosen), len(rejected)) if kept else 0)
+        out["n_trained"].append(SCORES_PER_PAIR if kept else 0)
+        out["drop_reason"].append(reason)
+
+
+def deduplicate_pairs(dataset: Any) -> tuple[Any, int]:
+    """Drop pairs whose chosen and rejected ids both equal an earlier pair's."""
+    seen: set[int] = set()
+    keep: list[int] = []
+    table = dataset.with_format("arrow")[:]
+    rows = zip(table["chosen_ids"].to_pylist(), table["rejected_ids"].to_pylist(), strict=True)
+    for position, (chosen, rejected) in enumerate(rows):
+        digest = hash((tuple(chosen), tuple(rejected)))
+        if digest not in seen:
+            seen.add(digest)
+            keep.append(position)
+    removed = len(dataset) - len(keep)
+    return (dataset.select(keep) if removed else dataset), removed
