@@ -89,7 +89,7 @@ def test_jinja_template_implies_chat_template_jinja() -> None:
 
 @pytest.mark.parametrize(("method", "cls"), [
     ("", SFTDataset), ("rl: dpo\n", DPODataset), ("rl: orpo\n", DPODataset), ("rl: simpo\n", DPODataset),
-    ("rl: kto\n", KTODataset), ("process_reward_model: true\n", StepwiseSupervisedDataset),
+    ("rl: kto\nmicro_batch_size: 2\n", KTODataset), ("process_reward_model: true\n", StepwiseSupervisedDataset),
     ("rl: grpo\ntrl: {reward_funcs: [r.f]}\n", SFTDataset),
 ])
 def test_dataset_entry_shape_follows_the_method(method: str, cls: type) -> None:

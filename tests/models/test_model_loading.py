@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from axolotl.data.collate import PackedCollator
-from axolotl.models.model import fit_embeddings, load_model
+from axolotl.models.model import _from_pretrained_kwargs, fit_embeddings, load_model, memory_placement
 from axolotl.models.precision import package_available, resolve_precision
 from axolotl.models.tokenizer import load_tokenizer
 from axolotl.testing.configs import load
@@ -110,14 +110,53 @@ def test_missing_bitsandbytes_is_a_clear_error(tiny_llama_dir: Path, extra: str,
         load_for(tiny_llama_dir, extra + "lora_r: 8\nlora_alpha: 16\n")
 
 
-@pytest.mark.parametrize(("extra", "key"), [
-    ("gradient_checkpointing: offload\n", "gradient_checkpointing"),
-    ("gradient_checkpointing: true\nactivation_offloading: true\n", "activation_offloading"),
-    ("fix_untrained_tokens: [1]\n", "fix_untrained_tokens"),
+@pytest.mark.parametrize(("extra", "key", "hint"), [
+    ("gradient_checkpointing: offload_disk\n", "gradient_checkpointing", "`gradient_checkpointing: offload`"),
+    ("gradient_checkpointing: true\nactivation_offloading: disk\n", "activation_offloading",
+     "`activation_offloading: true`"),
+    ("gradient_checkpointing: true\nactivation_offloading: hidden_states\n", "activation_offloading",
+     "`activation_offloading: true`"),
+    ("device: cuda:0\n", "device", "`device_map`"),
 ])
-def test_unimplemented_keys_are_refused(tiny_llama_dir: Path, extra: str, key: str) -> None:
-    with pytest.raises(NotImplementedError, match=f"`{key}` is not supported yet"):
+def test_unimplemented_keys_are_refused(tiny_llama_dir: Path, extra: str, key: str, hint: str) -> None:
+    with pytest.raises(NotImplementedError, match=f"`{key}` is not supported yet") as error:
         load_for(tiny_llama_dir, extra)
+    assert hint in str(error.value)
+
+
+# ------------------------------------------------------------------------------------------
+# placement: gpu_memory_limit, max_memory
+# ------------------------------------------------------------------------------------------
+
+def _two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    import accelerate.utils
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(accelerate.utils, "get_max_memory", lambda: {0: 80 * 2**30, 1: 80 * 2**30, "cpu": 2**40})
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ("gpu_memory_limit: 20\n", ("auto", {0: "20GiB", 1: "20GiB", "cpu": 2**40})),
+    ("gpu_memory_limit: 12000MiB\nmax_memory: {cpu: 64GiB}\ndevice_map: sequential\n",
+     ("sequential", {0: "12000MiB", 1: "12000MiB", "cpu": "64GiB"})),
+    ("max_memory: {0: 10GiB, cpu: 64GiB}\ndevice_map: auto\n", ("auto", {0: "10GiB", "cpu": "64GiB"})),
+    ("", (None, None)),
+])
+def test_gpu_memory_limit_caps_every_gpu(tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch, extra: str,
+                                         expected: tuple[Any, Any]) -> None:
+    _two_gpus(monkeypatch)
+    cfg = cfg_for(tiny_llama_dir, extra)
+    assert memory_placement(cfg) == expected
+    kwargs = _from_pretrained_kwargs(cfg, resolve_precision(cfg), {})
+    assert (kwargs.get("device_map"), kwargs.get("max_memory")) == expected
+
+
+def test_gpu_memory_limit_without_a_gpu_changes_nothing(tiny_llama_dir: Path, caplog: pytest.LogCaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert memory_placement(cfg_for(tiny_llama_dir, "gpu_memory_limit: 20GiB\n")) == (None, None)
+    assert "no GPU is visible" in caplog.text
+    assert load_for(tiny_llama_dir, "gpu_memory_limit: 20\n").device.type == "cpu"
 
 
 # ------------------------------------------------------------------------------------------
@@ -193,6 +232,10 @@ def test_gradient_checkpointing(tiny_llama_dir: Path, extra: str, reentrant: boo
     assert model.model.layers[0]._gradient_checkpointing_func.keywords["use_reentrant"] is reentrant
     plain = load_for(tiny_llama_dir)
     assert not plain.is_activation_checkpointing and plain.config.use_cache is not False
+    # `offload` checkpoints the same way; the trainer offloads what the checkpoints save (models/offload.py).
+    offload = load_for(tiny_llama_dir, "gradient_checkpointing: offload\n")
+    assert offload.is_activation_checkpointing and offload.config.use_cache is False
+    assert offload.model.layers[0]._gradient_checkpointing_func.keywords["use_reentrant"] is False
     assert load_for(tiny_llama_dir, "sample_packing: true\n").config.use_cache is False
 
 

@@ -11,8 +11,8 @@ import pytest
 from transformers import TrainerControl, TrainerState
 
 from axolotl.testing.configs import load
-from axolotl.training.args import TrainingConfigError, build_training_args, optimizer_name, scheduler
-from axolotl.training.callbacks import LossWatchdog, SaveFirstStep, StopOnSignal
+from axolotl.training.args import TrainingConfigError, build_training_args, gc_interval, optimizer_name, scheduler
+from axolotl.training.callbacks import GarbageCollect, LossWatchdog, SaveFirstStep, StopOnSignal
 from axolotl.training.support import REFUSED, NotSupportedYet, check_trainer_support, trainer_refusals
 
 BASE = "base_model: some/model\nlearning_rate: 2e-4\ndatasets:\n  - path: data.jsonl\n    type: alpaca\n"
@@ -62,14 +62,14 @@ def test_max_steps_and_warmup_ratio(tmp_path: Path) -> None:
     ("cosine_min_lr_ratio: 0.1\n", "cosine_with_min_lr", {"min_lr_rate": 0.1}),
 ])
 def test_schedulers(extra: str, name: str, kwargs: dict[str, Any]) -> None:
-    assert scheduler(cfg_of(extra)) == (name, kwargs)
+    schedule = scheduler(cfg_of(extra))
+    assert (schedule.hf_type, schedule.kwargs) == (name, kwargs)
 
 
-def test_unsupported_scheduler_and_optimizer() -> None:
-    with pytest.raises(TrainingConfigError, match="lr_scheduler: polynomial.*not supported yet"):
-        scheduler(cfg_of("lr_scheduler: polynomial\n"))
-    with pytest.raises(TrainingConfigError, match="optimizer: lomo.*not supported yet"):
-        optimizer_name(cfg_of("optimizer: lomo\n"))
+def test_unsupported_optimizer() -> None:
+    # more names, packages and schedules: tests/training/test_optimizer_groups.py, test_schedulers.py
+    with pytest.raises(TrainingConfigError, match="optimizer: came_pytorch.*not supported yet"):
+        optimizer_name(cfg_of("optimizer: came_pytorch\n"))
 
 
 def test_bnb_optimizer_needs_bitsandbytes() -> None:
@@ -106,11 +106,10 @@ def test_evaluation_without_eval_data_is_an_error(tmp_path: Path) -> None:
         args_of("eval_strategy: steps\neval_steps: 2\n", has_eval=False, tmp=tmp_path)
 
 
-def test_report_to_missing_tracker_package(tmp_path: Path) -> None:
-    from axolotl.models.precision import package_available
+def test_report_to_missing_tracker_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import axolotl.training.args as args_module
 
-    if package_available("wandb"):
-        pytest.skip("wandb is installed")
+    monkeypatch.setattr(args_module, "_available", lambda package: package != "wandb")
     with pytest.raises(TrainingConfigError, match="use_wandb.*wandb"):
         args_of("use_wandb: true\n", tmp=tmp_path)
 
@@ -120,23 +119,33 @@ def test_group_by_length(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("dataset_type", "extra"), [
-    ("chat_template.default", "rl: dpo\n"), ("bradley_terry.chat_template", "reward_model: true\n"),
+    ("rewards.gsm8k_transform", "rl: grpo\ntrl:\n  reward_funcs: [rewards.accuracy]\n"),
     ("alpaca", "deepspeed: ds.json\n"), ("alpaca", "fsdp_config:\n  reshard_after_forward: true\n"),
-    ("alpaca", "lr_groups:\n  - name: x\n    modules: [q_proj]\n    lr: 1e-5\n"),
-    ("alpaca", "embedding_lr: 1e-5\n"), ("alpaca", "embedding_lr_scale: 0.5\n"),
-    ("alpaca", "adapter: lora\nloraplus_lr_ratio: 16\n"), ("alpaca", "eval_causal_lm_metrics: [sacrebleu]\n"),
-    ("alpaca", "do_causal_lm_eval: true\n"), ("alpaca", "gc_steps: 10\n"), ("alpaca", "save_safetensors: false\n"),
+    ("alpaca", "adam_beta3: 0.9999\n"), ("alpaca", "adam_epsilon2: 1e-16\n"),
+    ("alpaca", "eval_causal_lm_metrics: [sacrebleu]\n"),
+    ("alpaca", "do_causal_lm_eval: true\n"), ("alpaca", "save_safetensors: false\n"),
     ("alpaca", "flex_attn_compile_kwargs: {mode: max-autotune}\n"),
 ])
 def test_refused_keys(dataset_type: str, extra: str) -> None:
     cfg = load(BASE.replace("type: alpaca", f"type: {dataset_type}") + extra).cfg
-    key = extra.split(":")[0] if "loraplus" not in extra else "loraplus_lr_ratio"
+    key = extra.split(":")[0]
     with pytest.raises(NotSupportedYet, match=f"`{key}` is not supported yet"):
         check_trainer_support(cfg)
 
 
 def test_default_config_has_no_refusals() -> None:
     assert trainer_refusals(cfg_of()) == []
+
+
+@pytest.mark.parametrize("extra", [
+    "lr_groups:\n  - name: x\n    modules: [q_proj]\n    lr: 1e-5\n", "embedding_lr: 1e-5\n",
+    "embedding_lr_scale: 0.5\n", "adapter: lora\nloraplus_lr_ratio: 16\n", "gc_steps: 10\n",
+    "gc_collect_steps: -1\n", "lr_scheduler: one_cycle\nlr_div_factor: 10\n", "lr_quadratic_warmup: true\n",
+    "cosine_min_lr_ratio: 0.1\ncosine_constant_lr_ratio: 0.8\n",
+    "optimizer: galore_adamw\noptim_target_modules: [q_proj]\n",
+])
+def test_implemented_optimizer_and_schedule_keys_are_not_refused(extra: str) -> None:
+    assert trainer_refusals(cfg_of(extra)) == []
 
 
 def test_every_refused_key_is_a_config_key() -> None:
@@ -180,6 +189,41 @@ def test_loss_watchdog_needs_consecutive_strikes() -> None:
     state.global_step = 4
     watchdog.on_log(None, state, control, logs={"loss": 7.0})
     assert control.should_training_stop and watchdog.tripped == (4, 7.0)
+
+
+def test_gc_interval_and_its_other_spelling() -> None:
+    assert gc_interval(cfg_of()) == 0
+    assert gc_interval(cfg_of("gc_steps: 5\n")) == 5
+    assert gc_interval(cfg_of("gc_collect_steps: -1\n")) == -1
+    assert gc_interval(cfg_of("gc_steps: 5\ngc_collect_steps: 5\n")) == 5
+    with pytest.raises(TrainingConfigError, match="disagree"):
+        gc_interval(cfg_of("gc_steps: 5\ngc_collect_steps: 10\n"))
+
+
+def test_garbage_collect_every_n_steps() -> None:
+    callback, state, control = GarbageCollect(every=2), TrainerState(), TrainerControl()
+    steps = []
+    for step in range(1, 7):
+        state.global_step = step
+        before = callback.collections
+        callback.on_step_end(None, state, control)
+        if callback.collections > before:
+            steps.append(step)
+    callback.on_epoch_end(None, state, control)
+    assert steps == [2, 4, 6] and callback.collections == 3
+
+
+def test_garbage_collect_at_epoch_ends_and_before_evaluations() -> None:
+    callback, state, control = GarbageCollect(every=-1), TrainerState(), TrainerControl()
+    state.global_step = 1
+    callback.on_step_end(None, state, control)
+    assert callback.collections == 0
+    control.should_evaluate = True  # set by the Trainer's flow callback before ours runs
+    callback.on_step_end(None, state, control)
+    callback.on_epoch_end(None, state, control)
+    assert callback.collections == 2
+    with pytest.raises(ValueError, match="positive number of steps or -1"):
+        GarbageCollect(every=0)
 
 
 def test_save_first_step() -> None:

@@ -224,8 +224,8 @@ def test_loss_watchdog_stops_without_saving(tiny_llama_dir: Path, tmp_path: Path
 def test_refusal_comes_before_loading(tmp_path: Path) -> None:
     # base_model is a hub id that cannot be reached offline: any loading would fail differently.
     cfg = load("base_model: nobody/nothing\nlearning_rate: 1e-4\ndatasets:\n  - path: missing.jsonl\n"
-               "    type: alpaca\nembedding_lr: 1e-5\n").cfg
-    with pytest.raises(NotSupportedYet, match="`embedding_lr` is not supported yet"):
+               "    type: alpaca\nadam_beta3: 0.9999\n").cfg
+    with pytest.raises(NotSupportedYet, match="`adam_beta3` is not supported yet"):
         train(cfg)
 
 
@@ -263,10 +263,10 @@ def test_cli_train_writes_outputs(tiny_llama_dir: Path, tmp_path: Path) -> None:
 
 
 def test_cli_refuses_unsupported_key_before_loading(tiny_llama_dir: Path, tmp_path: Path) -> None:
-    path = _write_cfg(tiny_llama_dir, tmp_path, extra="lr_groups:\n  - name: x\n    modules: [q_proj]\n    lr: 1e-5\n")
+    path = _write_cfg(tiny_llama_dir, tmp_path, extra="adam_beta3: 0.9999\n")
     result = _cli(["train", str(path)], tmp_path)
     assert result.returncode == 2, result.stderr
-    assert "`lr_groups` is not supported yet" in result.stderr
+    assert "`adam_beta3` is not supported yet" in result.stderr
     assert "Loading weights" not in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "prep").exists(), "nothing may be prepared for a refused config"
 

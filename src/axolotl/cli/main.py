@@ -221,7 +221,19 @@ for _verb in PENDING_VERBS:
     _register_pending(_verb)
 
 
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+"""Import-time warnings of optional packages that say nothing a user can act on: torchao's wheels
+(0.15-0.18) log one warning per CUDA kernel a CPU-only torch cannot load, and torch (2.11-2.13)
+logs a deprecation note about torchao's enums. transformers imports torchao whenever it is
+installed, so without this every command on such a machine starts with four lines of noise.
+Errors still show."""
+
+
 def main() -> None:
+    import logging
+
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     app()
 
 

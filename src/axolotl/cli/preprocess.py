@@ -14,6 +14,8 @@ def run(config: str, overrides: Sequence[str] = (), debug: bool = False, debug_n
     from axolotl.data.debug import render_examples
     from axolotl.data.errors import DataError
     from axolotl.data.pipeline import prepare_datasets
+    from axolotl.data.preference import preference_kind, prepare_preference_datasets
+    from axolotl.data.preference.debug import render_preference_examples
     from axolotl.data.stats import render_stats
     from axolotl.models.tokenizer import load_tokenizer
 
@@ -25,14 +27,16 @@ def run(config: str, overrides: Sequence[str] = (), debug: bool = False, debug_n
         print(f"# resolved config\n{resolved_yaml(cfg)}", file=sys.stderr)
     try:
         tokenizer = load_tokenizer(cfg)
-        prepared = prepare_datasets(cfg, tokenizer)
+        preference = preference_kind(cfg) is not None
+        prepared = (prepare_preference_datasets if preference else prepare_datasets)(cfg, tokenizer)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     state = "reused" if prepared.stats.reused_cache else "saved"
     print(render_stats(prepared.stats))
     if debug:
-        print(render_examples(tokenizer, prepared.train, debug_num_examples, color=sys.stdout.isatty()))
+        show = render_preference_examples if preference else render_examples
+        print(show(tokenizer, prepared.train, debug_num_examples, color=sys.stdout.isatty()))
     print(f"prepared data {state} at {prepared.path}")
     return 0
 

@@ -34,8 +34,8 @@ SFT_TYPES = frozenset({
 _PAIR_FAMILIES = ("argilla", "argilla_chat", "icr", "intel", "prompt_pairs", "ultra")
 DPO_TYPES = frozenset(
     {f"chatml.{f}" for f in _PAIR_FAMILIES} | {f"llama3.{f}" for f in _PAIR_FAMILIES}
-    | {"chatml", "llama3", "zephyr.nectar", "chat_template.default", "chat_template.argilla",
-       "user_defined.default", "passthrough"}
+    | {"chatml", "chatml.default", "llama3", "llama3.default", "zephyr.nectar", "chat_template.default",
+       "chat_template.argilla", "user_defined.default", "passthrough"}
 )
 _KTO_FAMILIES = ("argilla", "argilla_chat", "intel", "prompt_pairs", "ultra")
 KTO_TYPES = frozenset(

@@ -33,12 +33,26 @@ LORA_KEYS = ("lora_r", "lora_alpha", "lora_target_modules", "lora_target_linear"
              "lora_modules_to_save", "lora_model_dir", "lora_target_parameters", "peft_use_dora",
              "peft_use_rslora", "loraplus_lr_ratio", "lora_fan_in_fan_out")
 
+DPO_ONLY_KEYS = ("dpo_loss_type", "dpo_loss_weights", "dpo_label_smoothing", "dpo_use_weighting",
+                 "dpo_use_logits_to_keep", "dpo_norm_loss", "dpo_padding_free", "dpo_generate_during_eval",
+                 "dpo_use_liger_kernel", "dpo_ld_alpha", "rpo_alpha")
+
 METHOD_KEYS: dict[str, tuple[str, ...]] = {
     "kto_desirable_weight": ("kto",), "kto_undesirable_weight": ("kto",),
     "orpo_alpha": ("orpo",), "simpo_gamma": ("simpo",), "cpo_alpha": ("simpo",),
-    "dpo_loss_type": ("dpo",), "dpo_loss_weights": ("dpo",),
-    "rpo_alpha": ("dpo",), "ebft": ("ebft",),
+    **dict.fromkeys(DPO_ONLY_KEYS, ("dpo",)),
+    "precompute_ref_log_probs": ("dpo", "kto"),
+    "max_prompt_len": ("dpo", "kto", "orpo", "simpo", "grpo", "ebft"),
+    "ebft": ("ebft",),
 }
+"""Key -> the `rl:` methods that read it (`rl: ipo` is rewritten to `dpo` before the rules run)."""
+
+OFFLINE_TRL_KEYS: dict[str, frozenset[str]] = {
+    "dpo": frozenset({"beta", "sync_ref_model", "ref_model_mixup_alpha", "ref_model_sync_steps"}),
+    "kto": frozenset({"beta", "sync_ref_model", "ref_model_mixup_alpha", "ref_model_sync_steps"}),
+    "orpo": frozenset(), "simpo": frozenset({"beta"}),
+}
+"""The `trl:` keys a preference method reads; the others configure the online methods."""
 
 
 def rule(fn: Rule) -> Rule:
@@ -76,8 +90,10 @@ def method_specific_keys(cfg: AxolotlConfig) -> Iterator[ConfigIssue]:
     current = cfg.rl.value if cfg.rl else "sft"
     for key, methods in METHOD_KEYS.items():
         if _set(cfg, key) and current not in methods:
-            yield ConfigIssue((key,), f"only valid with `rl: {methods[0]}` (this config trains {current})",
-                              hint=f"set `rl: {methods[0]}` or remove `{key}`", related=(("rl",),))
+            wanted = f"`rl: {methods[0]}`" if len(methods) == 1 else "`rl:` " + " / ".join(methods)
+            fix = f"`rl: {methods[0]}`" if len(methods) == 1 else "`rl:` to one of them"
+            yield ConfigIssue((key,), f"only valid with {wanted} (this config trains {current})",
+                              hint=f"set {fix} or remove `{key}`", related=(("rl",),))
 
 
 @rule
@@ -95,6 +111,47 @@ def dpo_losses(cfg: AxolotlConfig) -> Iterator[ConfigIssue]:
         yield ConfigIssue(("dpo_loss_weights",), f"has {len(weights)} weight(s) for {len(losses)} loss type(s)",
                           hint="give exactly one weight per entry of `dpo_loss_type`", value=weights,
                           related=(("dpo_loss_type",),))
+
+
+@rule
+def preference_settings(cfg: AxolotlConfig) -> Iterator[ConfigIssue]:
+    """Combinations the preference methods cannot train, whatever the trainer."""
+    method = cfg.rl.value if cfg.rl else None
+    if method not in OFFLINE_TRL_KEYS:
+        return
+    if method == "orpo" and cfg.rl_beta is not None:
+        yield ConfigIssue(("rl_beta",), "ORPO has no beta (`rl_beta` / `trl.beta`): the weight of its odds-ratio "
+                          "term is `orpo_alpha`", hint=f"write `orpo_alpha: {cfg.rl_beta}` instead",
+                          value=cfg.rl_beta, related=(("trl", "beta"),))
+    if method == "kto" and (cfg.micro_batch_size or 1) < 2:
+        yield ConfigIssue(("micro_batch_size",), "KTO estimates its KL term by pairing each prompt with another "
+                          "row's completion in the same micro-batch, so it needs at least 2 rows per micro-batch",
+                          hint="set `micro_batch_size: 2` or more", value=cfg.micro_batch_size)
+    read = OFFLINE_TRL_KEYS[method]
+    changed = {key for key, field in type(cfg.trl).model_fields.items()
+               if not field.is_required() and getattr(cfg.trl, key) != field.get_default(call_default_factory=True)}
+    for key in sorted(changed - read - {"beta"}):  # a beta ORPO cannot use is reported above
+        yield ConfigIssue(("trl", key), f"is not read by `rl: {method}`",
+                          hint="the `trl:` block configures the online methods (grpo, ebft); "
+                               + (f"`rl: {method}` reads only " + ", ".join(f"`trl.{k}`" for k in sorted(read))
+                                  if read else f"`rl: {method}` reads none of it"))
+    if method != "dpo":
+        return
+    losses, smoothing = cfg.dpo_loss_type or [], cfg.dpo_label_smoothing or 0.0
+    if "exo_pair" in losses and not smoothing:
+        yield ConfigIssue(("dpo_loss_type",), "`exo_pair` needs `dpo_label_smoothing` > 0 (its target "
+                          "distribution is (1 - smoothing, smoothing))", hint="add `dpo_label_smoothing: 0.001` "
+                          "(the EXO paper's value)", related=(("dpo_label_smoothing",),))
+    if "robust" in losses and smoothing >= 0.5:
+        yield ConfigIssue(("dpo_label_smoothing",), "must be below 0.5 with the `robust` loss (it divides by "
+                          "1 - 2 x smoothing)", value=smoothing, hint="use the assumed label-noise rate, e.g. 0.1")
+    if cfg.rpo_alpha and "sft" in losses:
+        yield ConfigIssue(("rpo_alpha",), "adds the NLL term that `sft` in `dpo_loss_type` already adds",
+                          hint="keep one: remove `rpo_alpha`, or the `sft` entry (its `dpo_loss_weights` entry is "
+                               "the NLL weight)", related=(("dpo_loss_type",),))
+    if cfg.dpo_ld_alpha is not None and not 0.0 <= cfg.dpo_ld_alpha <= 1.0:
+        yield ConfigIssue(("dpo_ld_alpha",), "must be between 0 and 1 (1 weights the tokens past the shorter "
+                          "response fully, 0 ignores them)", value=cfg.dpo_ld_alpha)
 
 
 @rule

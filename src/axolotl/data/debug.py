@@ -31,7 +31,21 @@ def render_example(tokenizer: PreTrainedTokenizerBase, row: dict[str, Any], colo
     return joiner.join(pieces)
 
 
+def render_pair(tokenizer: PreTrainedTokenizerBase, row: dict[str, Any], color: bool) -> str:
+    """A reward-model pair: both sides as the text the model scores (no per-token labels)."""
+    sides = []
+    for side in ("chosen", "rejected"):
+        ids = row[f"{side}_ids"]
+        text = tokenizer.decode(ids)
+        name = f"{GREEN}{side}{RESET}" if color and side == "chosen" else side
+        sides.append(f"{name} ({len(ids)} tokens): {text if color else repr(text)}")
+    return "\n".join(sides)
+
+
 def render_examples(tokenizer: PreTrainedTokenizerBase, dataset: Any, count: int, color: bool) -> str:
+    if "chosen_ids" in dataset.column_names:
+        return "\n".join(f"--- pair {index}\n" + render_pair(tokenizer, dataset[index], color)
+                         for index in range(min(count, len(dataset))))
     blocks = []
     for index in range(min(count, len(dataset))):
         row = dataset[index]

@@ -17,7 +17,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -64,16 +64,19 @@ def prepare_datasets(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase) -> 
     if cfg.dataset_prepared_path and target.is_dir():
         LOG.info("reusing prepared data at %s", target)
         return _load_prepared(target)
-    train, evaluation, stats = _prepare(cfg, tokenizer)
+    if cfg.reward_model:  # pairs for a reward model; every other method has SFT-shaped rows
+        from axolotl.data.reward.pairs import prepare_pairs
+
+        train, evaluation, stats = prepare_pairs(cfg, tokenizer)
+    else:
+        train, evaluation, stats = _prepare(cfg, tokenizer)
     _save(target, train, evaluation, stats, resolved_yaml(cfg))
     return PreparedData(train, evaluation, stats, target)
 
 
 def _refuse_unsupported(cfg: AxolotlConfig) -> None:
-    method = cfg.rl.value if cfg.rl else ("reward_model" if cfg.reward_model else
-                                          "process_reward_model" if cfg.process_reward_model else None)
-    if method:
-        raise DataError(f"preparing datasets for `{method}` is not supported yet (SFT datasets only)")
+    if cfg.rl:
+        raise DataError(f"preparing datasets for `{cfg.rl.value}` is not supported yet (SFT datasets only)")
     if cfg.skip_prepare_dataset:
         raise DataError("`skip_prepare_dataset` is not supported yet for SFT datasets; remove it")
     if cfg.pretraining_dataset:
@@ -84,49 +87,52 @@ def _refuse_unsupported(cfg: AxolotlConfig) -> None:
 
 
 def _prepare(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, Any, PreparationStats]:
-    import datasets
-
     seed = cfg.seed if cfg.seed is not None else DEFAULT_SEED
     stats = PreparationStats()
-    parts = []
-    for index, entry in enumerate(cfg.datasets or []):
-        part, part_stats = tokenize_entry(cfg, tokenizer, entry, index)
-        if cfg.shuffle_before_merging_datasets:
-            part = part.shuffle(seed=seed)
-        parts.append(part)
-        stats.datasets.append(part_stats)
-    train = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-    if cfg.dataset_exact_deduplication:
-        train, stats.duplicates_removed = deduplicate(train)
-    if cfg.shuffle_merged_datasets:
-        train = train.shuffle(seed=seed)
-    if cfg.dataset_shard_num:
-        train = train.shard(num_shards=cfg.dataset_shard_num, index=cfg.dataset_shard_idx or 0)
-    train, evaluation = _split_eval(cfg, tokenizer, train, seed, stats)
+    train, evaluation = merge_and_split(cfg, tokenizer, tokenize_entry, deduplicate, seed, stats)
     _final_stats(stats, train, evaluation, cfg)
     train = train.remove_columns(["n_trained"])
     evaluation = evaluation.remove_columns(["n_trained"]) if evaluation is not None else None
     return train, evaluation, stats
 
 
-def _split_eval(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, train: Any, seed: int,
-                stats: PreparationStats) -> tuple[Any, Any]:
+TokenizeEntry = Callable[..., tuple[Any, DatasetStats]]
+"""`(cfg, tokenizer, entry, index, role="train"|"eval") -> (tokenized rows, their statistics)`."""
+
+
+def merge_and_split(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, tokenize: TokenizeEntry,
+                    dedupe: Callable[[Any], tuple[Any, int]], seed: int,
+                    stats: PreparationStats) -> tuple[Any, Any]:
+    """Every dataset entry tokenized by `tokenize`, then merged, deduplicated, shuffled and sharded
+    as the config says, and split into (train, eval or None) by `test_datasets` / `val_set_size`.
+    Shared by the SFT rows and the reward-model pairs, so both honour the same keys the same way."""
     import datasets
 
+    parts = []
+    for index, entry in enumerate(cfg.datasets or []):
+        part, part_stats = tokenize(cfg, tokenizer, entry, index)
+        parts.append(part.shuffle(seed=seed) if cfg.shuffle_before_merging_datasets else part)
+        stats.datasets.append(part_stats)
+    train = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    if cfg.dataset_exact_deduplication:
+        train, stats.duplicates_removed = dedupe(train)
+    if cfg.shuffle_merged_datasets:
+        train = train.shuffle(seed=seed)
+    if cfg.dataset_shard_num:
+        train = train.shard(num_shards=cfg.dataset_shard_num, index=cfg.dataset_shard_idx or 0)
     if cfg.test_datasets:
-        parts = []
+        tests = []
         for index, entry in enumerate(cfg.test_datasets):
-            part, part_stats = tokenize_entry(cfg, tokenizer, entry, index, role="eval")
-            parts.append(part)
+            part, part_stats = tokenize(cfg, tokenizer, entry, index, role="eval")
+            tests.append(part)
             stats.datasets.append(part_stats)
-        return train, datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+        return train, datasets.concatenate_datasets(tests) if len(tests) > 1 else tests[0]
     size = cfg.val_set_size or 0
     if not size:
         return train, None
-    test_size = size if size < 1 else int(size)
     if len(train) < 2:
         raise DataError(f"`val_set_size: {size}` needs at least 2 prepared rows; there are {len(train)}")
-    split = train.train_test_split(test_size=test_size, seed=seed, shuffle=True)
+    split = train.train_test_split(test_size=size if size < 1 else int(size), seed=seed, shuffle=True)
     return split["train"], split["test"]
 
 
@@ -150,15 +156,16 @@ def tokenize_entry(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry
     """Tokenize one dataset entry, applying the length rules in the same pass."""
     name = entry.path or f"{role} dataset {index}"
     rows = load_rows(entry)
-    if entry.shards:
+    if getattr(entry, "shards", None):  # stepwise (process reward) entries have no sharding keys
         rows = rows.shard(num_shards=entry.shards, index=entry.shards_idx or 0)
     stats = DatasetStats(name=name, rows_in=len(rows))
     if len(rows) == 0:
         raise DataError(f"dataset `{name}` has no rows (check `split`, `data_files` and `shards`)")
     ctx = StrategyContext(tokenizer=tokenizer, cfg=cfg, dataset=entry)
     workers = _workers(cfg, len(rows))
-    mapped = _tokenize_in_chunks(rows, TokenizeRows(ctx, name), entry.preprocess_shards or 1, workers,
-                                 bool(cfg.dataset_keep_in_memory), name)
+    chunks = getattr(entry, "preprocess_shards", None) or 1
+    mapped = _tokenize_in_chunks(rows, TokenizeRows(ctx, name), chunks, workers, bool(cfg.dataset_keep_in_memory),
+                                 name)
     reasons = Counter({item["values"]: item["counts"]
                        for item in arrow_column(mapped, "drop_reason").value_counts().to_pylist()})
     kept_count = reasons.pop("", 0)
@@ -183,9 +190,22 @@ def _tokenize_in_chunks(rows: Any, function: TokenizeRows, chunks: int, workers:
         piece = rows.select(range(start, stop)) if chunks > 1 else rows
         label = f"tokenizing {name}" + (f" ({part + 1}/{chunks})" if chunks > 1 else "")
         parts.append(piece.map(_Offset(function, start), batched=True, with_indices=True, num_proc=workers,
-                               remove_columns=rows.column_names, load_from_cache_file=False,
+                               remove_columns=rows.column_names, features=_output_features(),
+                               load_from_cache_file=False,
                                keep_in_memory=in_memory, desc=label, new_fingerprint=_fresh_fingerprint()))
     return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
+def _output_features() -> Any:
+    """The output types, stated: a raw column with an output's name (the per-step booleans of
+    stepwise `labels`, say) would otherwise impose its own type on the tokenized column."""
+    import datasets
+
+    ids = datasets.List(datasets.Value("int32"))
+    return datasets.Features({"input_ids": ids, "labels": datasets.List(datasets.Value("int64")),
+                              "attention_mask": datasets.List(datasets.Value("int8")),
+                              "length": datasets.Value("int64"), "n_trained": datasets.Value("int64"),
+                              "drop_reason": datasets.Value("string")})
 
 
 class _Offset:

@@ -63,12 +63,18 @@ def _check_supported(cfg: AxolotlConfig) -> None:
                       f"use true, false or one of {sorted(PLAIN_INIT_METHODS)}")
 
 
+CLASSIFIER_HEADS = ("score", "classifier")
+"""Attribute names of transformers' sequence/token-classification heads (PEFT's own list)."""
+
+
 def _output_head_ids(model: nn.Module) -> set[int]:
     """Identity of the output projection (also when tied to the input embedding), because its
-    name differs between architectures (`lm_head`, `embed_out`, `output`, ...)."""
+    name differs between architectures (`lm_head`, `embed_out`, `output`, ...), and of the
+    classification head of a reward model (`score` / `classifier`, trained in full instead)."""
     get_head = getattr(model, "get_output_embeddings", None)
     head = get_head() if callable(get_head) else None
-    return {id(head)} if head is not None else set()
+    heads = [head, *(getattr(model, name, None) for name in CLASSIFIER_HEADS)]
+    return {id(module) for module in heads if isinstance(module, nn.Module)}
 
 
 def _linear_types() -> tuple[type[nn.Module], ...]:
@@ -159,7 +165,7 @@ def lora_config(cfg: AxolotlConfig, model: nn.Module) -> LoraConfig:
     if cfg.peft_ensure_weight_tying is not None:
         kwargs["ensure_weight_tying"] = cfg.peft_ensure_weight_tying
     return LoraConfig(
-        task_type="CAUSAL_LM",
+        task_type=_task_type(cfg),
         # Unset rank/alpha fall back to PEFT's r=8 and to alpha=r (scaling 1), not PEFT's fixed alpha=8.
         r=cfg.lora_r or 8,
         lora_alpha=cfg.lora_alpha or cfg.lora_r or 8,
@@ -181,6 +187,19 @@ def lora_config(cfg: AxolotlConfig, model: nn.Module) -> LoraConfig:
         else None,
         **kwargs,
     )
+
+
+def _task_type(cfg: AxolotlConfig) -> str:
+    """PEFT's task for the model's head. For the classification heads of reward models PEFT also
+    trains (and saves) the new head (`score`/`classifier`) in full, which LoRA alone would leave random."""
+    from axolotl.models.model import method_head
+
+    name = cfg.type_of_model or method_head(cfg)[0] or ""
+    if name.endswith("ForSequenceClassification"):
+        return "SEQ_CLS"
+    if name.endswith("ForTokenClassification"):
+        return "TOKEN_CLS"
+    return "CAUSAL_LM"
 
 
 def _respect_gradient_checkpointing(cfg: AxolotlConfig, model: PreTrainedModel) -> None:

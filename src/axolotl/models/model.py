@@ -8,6 +8,7 @@ checkpointing and freezing. Adapters (LoRA) are applied later, on the returned m
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from typing import TYPE_CHECKING, Any
@@ -15,29 +16,38 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from axolotl.models.precision import Precision, bnb_config, package_available, resolve_precision
+from axolotl.models.tokens import fix_untrained_tokens
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
     from axolotl.config.schema import AxolotlConfig
 
+LOG = logging.getLogger(__name__)
 DEFAULT_AUTO_CLASS = "AutoModelForCausalLM"
+METHOD_HEADS: dict[str, tuple[str, int]] = {
+    "reward_model": ("AutoModelForSequenceClassification", 1),
+    "process_reward_model": ("AutoModelForTokenClassification", 2),
+}
+"""Method switch -> (auto class, num_labels) used where `model_type` / `num_labels` are unset."""
 
 
 def _unsupported(cfg: AxolotlConfig) -> list[str]:
     """Loader-related keys the config turns on that this loader does not implement."""
     checks: dict[str, tuple[bool, str]] = {
-        "gradient_checkpointing": (cfg.gradient_checkpointing in ("offload", "offload_disk"),
-                                   f"`{cfg.gradient_checkpointing}` checkpointing; use `gradient_checkpointing: true`"),
-        "activation_offloading": (cfg.activation_offloading not in (None, False), "activation offloading"),
+        "gradient_checkpointing": (cfg.gradient_checkpointing == "offload_disk",
+                                   "offloading activations to disk; `gradient_checkpointing: offload` keeps them "
+                                   "in CPU RAM"),
+        "activation_offloading": (cfg.activation_offloading in ("disk", "hidden_states"),
+                                  f"`{cfg.activation_offloading}` offloading; `activation_offloading: true` (or "
+                                  f"`legacy`) keeps activations in CPU RAM"),
         "gptq": (bool(cfg.gptq), "training on GPTQ checkpoints"),
         "nf4_backend": (cfg.nf4_backend != "bitsandbytes", "the torchao NF4 backend; use bitsandbytes"),
         "model_quantization_config": (cfg.model_quantization_config is not None, "MXFP4/FP8 checkpoint loading"),
         "cls_model_config": (cfg.cls_model_config is not None, "custom model config classes"),
         "fp32_norm_classes": (bool(cfg.fp32_norm_classes), "fp32 norm layers"),
-        "fix_untrained_tokens": (cfg.fix_untrained_tokens not in (None, [], False), "fixing untrained tokens"),
-        "gpu_memory_limit": (cfg.gpu_memory_limit is not None, "a GPU memory limit; use `max_memory`"),
-        "device": (cfg.device is not None, "an explicit device; use `device_map`"),
+        "device": (cfg.device is not None, "the trainer places the model on its own device; use `device_map` "
+                                            "(e.g. `{'': 'cpu'}`) or CUDA_VISIBLE_DEVICES"),
         "tiled_mlp": (bool(cfg.tiled_mlp), "tiled MLP"),
         "use_kernels": (bool(cfg.use_kernels), "hub kernels"),
         "experts_implementation": (cfg.experts_implementation is not None, "custom MoE kernels"),
@@ -57,7 +67,7 @@ def load_model(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase) -> PreTra
         raise NotImplementedError("; ".join(refused) + ". Remove these keys or set them to false/null.")
     precision = resolve_precision(cfg)
     _check_attention(cfg.attn_implementation)
-    auto_class = _auto_class(cfg.type_of_model)
+    auto_class = _auto_class(cfg.type_of_model or method_head(cfg)[0])
     config = _model_config(cfg)
     common: dict[str, Any] = {"dtype": precision.weights, "attn_implementation": cfg.attn_implementation,
                               "trust_remote_code": bool(cfg.trust_remote_code)}
@@ -67,6 +77,8 @@ def load_model(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase) -> PreTra
         model = auto_class.from_pretrained(cfg.base_model, config=config,
                                            **_from_pretrained_kwargs(cfg, precision, common))
     fit_embeddings(model, tokenizer, cfg)
+    if cfg.fix_untrained_tokens is not None:
+        fix_untrained_tokens(model, cfg.fix_untrained_tokens)
     if cfg.gradient_checkpointing:
         enable_checkpointing(model, {"use_reentrant": False, **(cfg.gradient_checkpointing_kwargs or {})})
     if _needs_no_cache(cfg):
@@ -107,6 +119,14 @@ def _auto_class(name: str | None) -> Any:
     return cls
 
 
+def method_head(cfg: AxolotlConfig) -> tuple[str | None, int | None]:
+    """The head a reward method trains by default: (auto class, num_labels), or (None, None)."""
+    for switch, head in METHOD_HEADS.items():
+        if getattr(cfg, switch, None):
+            return head
+    return None, None
+
+
 def _needs_no_cache(cfg: AxolotlConfig) -> bool:
     """Checkpointing recomputes the forward (a KV cache there is wasted memory and transformers
     warns), and packed batches need cache-less forwards: with a cache, sdpa/eager/flex build one
@@ -127,8 +147,9 @@ def _model_config(cfg: AxolotlConfig) -> PretrainedConfig:
         setattr(config, key, value)
     if cfg.rope_scaling:
         _set_rope_scaling(config, dict(cfg.rope_scaling))
-    if cfg.num_labels is not None:
-        config.num_labels = cfg.num_labels
+    num_labels = cfg.num_labels if cfg.num_labels is not None else method_head(cfg)[1]
+    if num_labels is not None:
+        config.num_labels = num_labels
     if _needs_no_cache(cfg):
         config.use_cache = False
     return config
@@ -150,12 +171,32 @@ def _set_rope_scaling(config: PretrainedConfig, scaling: dict[str, Any]) -> None
 def _from_pretrained_kwargs(cfg: AxolotlConfig, precision: Precision, common: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments for `from_pretrained`; `model_kwargs` entries win over derived ones."""
     kwargs = dict(common)
-    optional = {"revision": cfg.revision_of_model, "device_map": cfg.device_map, "max_memory": cfg.max_memory,
+    device_map, max_memory = memory_placement(cfg)
+    optional = {"revision": cfg.revision_of_model, "device_map": device_map, "max_memory": max_memory,
                 "low_cpu_mem_usage": cfg.low_cpu_mem_usage, "quantization_config": bnb_config(cfg, precision),
                 "token": True if cfg.hf_use_auth_token else None}
     kwargs.update({key: value for key, value in optional.items() if value is not None})
     kwargs.update(cfg.overrides_of_model_kwargs or {})
     return kwargs
+
+
+def memory_placement(cfg: AxolotlConfig) -> tuple[Any, dict[int | str, int | str] | None]:
+    """`device_map` and `max_memory` for `from_pretrained`. `gpu_memory_limit` caps every visible GPU
+    (an integer means GiB; text such as "20GiB" or "12000MiB" is passed as is), takes CPU and disk
+    entries from `max_memory` where set, else what is available (so what does not fit on the GPUs
+    stays in CPU RAM), and, since transformers only honours `max_memory` when it places the model,
+    implies `device_map: auto` unless a device map is set. The same rule as `axolotl merge-lora`
+    (`merge.memory_limits`). Without a GPU there is nothing to cap."""
+    if cfg.gpu_memory_limit is None:
+        return cfg.device_map, cfg.max_memory
+    if not torch.cuda.is_available():
+        LOG.warning("`gpu_memory_limit: %s` is ignored: no GPU is visible", cfg.gpu_memory_limit)
+        return cfg.device_map, cfg.max_memory
+    from accelerate.utils import get_max_memory
+
+    limit = f"{cfg.gpu_memory_limit}GiB" if isinstance(cfg.gpu_memory_limit, int) else cfg.gpu_memory_limit
+    merged: dict[int | str, int | str] = {**get_max_memory(), **(cfg.max_memory or {})}
+    return cfg.device_map or "auto", {key: limit if isinstance(key, int) else value for key, value in merged.items()}
 
 
 def _random_model(auto_class: Any, config: PretrainedConfig, common: dict[str, Any],

@@ -1,11 +1,12 @@
-"""Trainer callbacks: stop cleanly on SIGINT/SIGTERM, stop on a diverging loss, save step 1.
+"""Trainer callbacks: stop cleanly on SIGINT/SIGTERM, stop on a diverging loss, save step 1, collect garbage.
 
-They only set flags on `TrainerControl`; the Trainer does the saving and stopping, so a stopped
-run leaves the same checkpoint layout (and resumes the same way) as a scheduled save.
+They only set flags on `TrainerControl` (or free memory); the Trainer does the saving and stopping,
+so a stopped run leaves the same checkpoint layout (and resumes the same way) as a scheduled save.
 """
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 from types import FrameType
@@ -92,3 +93,34 @@ class SaveFirstStep(TrainerCallback):
                     **kwargs: Any) -> None:
         if state.global_step == 1:
             control.should_save = True
+
+
+class GarbageCollect(TrainerCallback):
+    """`gc_steps: N`: `gc.collect()` (and `torch.cuda.empty_cache()` on CUDA) after every N optimizer
+    steps; `gc_steps: -1`: at the end of each epoch and before each evaluation instead."""
+
+    def __init__(self, every: int) -> None:
+        if every == 0 or every < -1:
+            raise ValueError(f"gc_steps must be a positive number of steps or -1 (got {every})")
+        self.every = every
+        self.collections = 0
+
+    def collect(self) -> None:
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.collections += 1
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        # The Trainer's own flow callback runs first, so `should_evaluate` already says whether an
+        # evaluation follows this step.
+        if (self.every > 0 and state.global_step % self.every == 0) or (self.every == -1 and control.should_evaluate):
+            self.collect()
+
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
+        if self.every == -1:
+            self.collect()

@@ -152,6 +152,17 @@ def split_metrics(split: str, raw: dict[str, Any], dataset: Any) -> dict[str, An
 
 def evaluate(cfg: AxolotlConfig, *, model: str = "auto", include_train: bool = False) -> EvaluationResult:
     """Evaluate as described in the module docstring; writes `output_dir/eval_metrics.json`."""
+    if cfg.reward_model or cfg.process_reward_model:
+        from axolotl.training.support import NotSupportedYet
+
+        raise NotSupportedYet("`axolotl evaluate` reports language-model loss and perplexity and is not supported "
+                              "yet for reward models; their eval accuracy is logged during training (metrics.json)")
+    if cfg.rl:
+        from axolotl.training.support import NotSupportedYet
+
+        raise NotSupportedYet(f"`axolotl evaluate` reports language-model loss and perplexity and is not supported "
+                              f"yet for `rl: {cfg.rl}`; its eval metrics (eval_loss, eval_rewards/accuracies, ...) "
+                              "are logged during training (metrics.json)")
     check_eval_split_configured(cfg)
     source = resolve_model_source(cfg, model)
     from transformers import set_seed

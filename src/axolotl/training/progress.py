@@ -48,8 +48,9 @@ if TYPE_CHECKING:
 
 AUTO = "auto"
 HIDDEN_KEYS = frozenset({"epoch", "step", "total_flos", "num_input_tokens_seen", "train_runtime",
-                         "train_tokens_per_second", "tokens_per_second_per_gpu", "mfu"})
-"""Keys the console line shows in its own way or leaves to the trackers."""
+                         "train_tokens_per_second", "tokens_per_second_per_gpu", "mfu", "num_tokens"})
+"""Keys the console line shows in its own way or leaves to the trackers (`num_tokens`: the TRL
+trainers' running token count, a repeat of `num_input_tokens_seen`)."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
@@ -27,22 +27,32 @@ from axolotl.data.pipeline import prepare_datasets
 from axolotl.models.adapters import apply_adapter
 from axolotl.models.compile import compile_layers
 from axolotl.models.model import load_model
+from axolotl.models.offload import ActivationOffload, offload_mode
 from axolotl.models.qat import apply_qat, convert_qat, qat_plan
 from axolotl.models.quantize import QuantizationError
 from axolotl.models.tokenizer import load_tokenizer
 from axolotl.training.args import (
     TrainingConfigError,
     build_training_args,
+    gc_interval,
     optimizer_name,
     report_to,
     scheduler,
     tracker_environment,
 )
-from axolotl.training.callbacks import LossWatchdog, SaveFirstStep, StopOnSignal
+from axolotl.training.callbacks import GarbageCollect, LossWatchdog, SaveFirstStep, StopOnSignal
 from axolotl.training.data import packed_loader, padded_collator
 from axolotl.training.loss import check_chunked_loss_support, chunked_causal_lm_loss
+from axolotl.training.model_card import write_model_card
+from axolotl.training.optimizer import OptimizationMixin
 from axolotl.training.plots import CURVES_NAME, write_training_curves
 from axolotl.training.progress import TrainingProgress, use_progress
+from axolotl.training.reward import (
+    REWARD_LOG_KEYS,
+    build_reward_trainer,
+    head_problems,
+    process_reward_trainer_kwargs,
+)
 from axolotl.training.support import NotSupportedYet, check_trainer_support
 
 if TYPE_CHECKING:
@@ -71,7 +81,7 @@ class TrainResult:
     """Name of the signal that stopped the run (a checkpoint was saved), else None."""
 
 
-class AxolotlTrainer(Trainer):
+class AxolotlTrainer(OptimizationMixin, Trainer):
     """`Trainer` whose dataloaders pack rows when the config asks for sample packing.
 
     Unpacked data uses the stock loaders (with `PaddedCollator` as the data collator).
@@ -81,11 +91,20 @@ class AxolotlTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.axolotl_cfg = axolotl_cfg
         self.progress = use_progress(self)
+        mode = offload_mode(axolotl_cfg)
+        self.offload = ActivationOffload(self.model, mode) if mode is not None else None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.progress is not None:  # throughput keys, before log_history and the trackers see the log
             self.progress.annotate(logs, self.state, self.args.world_size)
         super().log(logs, start_time)
+
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        """With activation offloading, what the forward saves for backward waits in CPU RAM."""
+        if self.offload is None:
+            return super().training_step(*args, **kwargs)
+        with self.offload:
+            return super().training_step(*args, **kwargs)
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
@@ -112,22 +131,32 @@ class AxolotlTrainer(Trainer):
 
 
 def build_trainer(cfg: AxolotlConfig, model: Any, tokenizer: Any, prepared: PreparedData,
-                  args: TrainingArguments, callbacks: Sequence[TrainerCallback] = ()) -> AxolotlTrainer:
+                  args: TrainingArguments, callbacks: Sequence[TrainerCallback] = ()) -> Trainer:
     """The Trainer `train` runs; `axolotl evaluate` builds the same one, so its eval batches (packed
-    or padded, collator, batch size) are exactly those of the trainer's own evaluation."""
+    or padded, collator, batch size) are exactly those of the trainer's own evaluation.
+
+    Reward models: TRL's RewardTrainer for `reward_model`, and this Trainer with a token-classification
+    loss and step accuracy for `process_reward_model` (`axolotl.training.reward`)."""
+    if cfg.reward_model:
+        return build_reward_trainer(cfg, model, tokenizer, prepared, args, callbacks)
     return AxolotlTrainer(
         model=model, args=args, train_dataset=prepared.train,
         eval_dataset=prepared.eval if args.eval_strategy != "no" else None,
         data_collator=padded_collator(cfg, tokenizer, cfg.sequence_len),
         processing_class=tokenizer, callbacks=list(callbacks), axolotl_cfg=cfg,
+        **(process_reward_trainer_kwargs(model) if cfg.process_reward_model else {}),
     )
 
 
 def preflight(cfg: AxolotlConfig) -> None:
     """Every refusal that needs no model or data, so a bad config fails in milliseconds."""
     check_trainer_support(cfg)
+    problems = head_problems(cfg)
+    if problems:
+        raise TrainingConfigError("; ".join(problems))
     optimizer_name(cfg)
     scheduler(cfg)
+    gc_interval(cfg)
     report_to(cfg)
     try:
         qat_plan(cfg)
@@ -148,6 +177,8 @@ def _callbacks(cfg: AxolotlConfig) -> tuple[list[TrainerCallback], StopOnSignal,
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     if cfg.save_first_step:
         callbacks.append(SaveFirstStep())
+    if gc_interval(cfg):
+        callbacks.append(GarbageCollect(gc_interval(cfg)))
     callbacks.append(TrainingProgress(log_throughput=cfg.include_tkps is not False,
                                       log_final_tokens_per_second=bool(cfg.include_tokens_per_second)))
     return callbacks, stopper, watchdog
@@ -164,10 +195,12 @@ def _resume_checkpoint(cfg: AxolotlConfig) -> str | None:
     return None
 
 
-def _metrics(trainer: Trainer, final: dict[str, Any]) -> dict[str, Any]:
-    """Loss history, eval history, the Trainer's final metrics and measured throughput."""
+def _metrics(trainer: Trainer, final: dict[str, Any], extra_keys: Sequence[str] = ()) -> dict[str, Any]:
+    """Loss history (with `extra_keys` of the training logs), eval history, the Trainer's final
+    metrics and measured throughput."""
     history = trainer.state.log_history
-    keys = ("step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_second_per_gpu", "mfu")
+    keys = ("step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_second_per_gpu", "mfu",
+            *REWARD_LOG_KEYS, *extra_keys)
     train = [{k: entry[k] for k in keys if k in entry}
              for entry in history if "loss" in entry]
     evals = [entry for entry in history if "eval_loss" in entry]
@@ -200,6 +233,7 @@ def _publish(trainer: Trainer, cfg: AxolotlConfig, metrics: dict[str, Any]) -> P
     trainer.save_model(str(staging))
     save_resolved_config(cfg, staging)
     _write_metrics(staging, metrics)
+    write_model_card(staging, cfg, metrics, trainer.args.world_size)
     if final.exists():
         for entry in final.iterdir():
             if not (staging / entry.name).exists():
@@ -215,6 +249,10 @@ def train(cfg: AxolotlConfig, extra_callbacks: Sequence[TrainerCallback] = ()) -
 
     `extra_callbacks` lets tools observe the run (the throughput benchmark times each step)."""
     preflight(cfg)
+    if cfg.rl:  # DPO, KTO, ORPO, SimPO: preference data and TRL's trainers, the same outputs
+        from axolotl.training.preference import train_preference
+
+        return train_preference(cfg, extra_callbacks)
     os.environ.update(tracker_environment(cfg))
     tokenizer = load_tokenizer(cfg)
     prepared = prepare_datasets(cfg, tokenizer)
@@ -228,8 +266,18 @@ def train(cfg: AxolotlConfig, extra_callbacks: Sequence[TrainerCallback] = ()) -
     callbacks, stopper, watchdog = _callbacks(cfg)
     callbacks.extend([*qat_callbacks, *extra_callbacks])
     trainer = build_trainer(cfg, model, tokenizer, prepared, args, callbacks)
+    before_publish = (lambda: convert_qat(model)) if cfg.qat is not None else None  # a plain checkpoint;
+    # `axolotl quantize` applies the same scheme to it
+    return run_and_publish(trainer, cfg, stopper, watchdog, before_publish=before_publish)
+
+
+def run_and_publish(trainer: Trainer, cfg: AxolotlConfig, stopper: StopOnSignal, watchdog: LossWatchdog | None,
+                    extra_keys: Sequence[str] = (), before_publish: Callable[[], None] | None = None) -> TrainResult:
+    """Train, then either publish the outputs or explain why not: a tripped loss watchdog raises
+    (metrics written, no model), a signal returns early (its checkpoint already saved). Every
+    method's trainer ends through here, so they share outputs and failure behaviour."""
     output = trainer.train(resume_from_checkpoint=_resume_checkpoint(cfg))
-    metrics = _metrics(trainer, dict(output.metrics))
+    metrics = _metrics(trainer, dict(output.metrics), extra_keys=extra_keys)
     losses = [entry["loss"] for entry in metrics["train_loss_history"]]
     output_dir = Path(cfg.output_dir)
     if watchdog is not None and watchdog.tripped is not None:
@@ -245,8 +293,8 @@ def train(cfg: AxolotlConfig, extra_callbacks: Sequence[TrainerCallback] = ()) -
         if trainer.is_world_process_zero():
             _write_metrics(output_dir, metrics)
         return TrainResult(output_dir, metrics, losses, interrupted=stopper.signal_name)
-    if cfg.qat is not None:
-        convert_qat(model)  # a plain checkpoint; `axolotl quantize` applies the same scheme to it
+    if before_publish is not None:
+        before_publish()
     if trainer.is_world_process_zero():
         _publish(trainer, cfg, metrics)
     trainer.accelerator.wait_for_everyone()

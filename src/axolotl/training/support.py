@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from axolotl.training.preference_args import PREFERENCE_METHODS, preference_refusals
+
 if TYPE_CHECKING:
     from axolotl.config.schema import AxolotlConfig
 
@@ -29,9 +31,8 @@ def _on(value: Any) -> bool:
 
 REFUSED: dict[str, tuple[Check, str]] = {
     # methods other than SFT
-    "rl": (_on, "preference/RL training (DPO, KTO, ORPO, SimPO, GRPO)"),
-    "reward_model": (_on, "reward-model training"),
-    "process_reward_model": (_on, "process reward-model training"),
+    "rl": (lambda v: v in ("grpo", "ebft"), "online RL (GRPO, EBFT); the preference methods dpo, ipo, kto, "
+           "orpo and simpo are supported"),
     # distributed engines
     "deepspeed": (_on, "DeepSpeed"),
     "fsdp": (_on, "FSDP"),
@@ -42,16 +43,8 @@ REFUSED: dict[str, tuple[Check, str]] = {
     "accelerator_config": (_on, "custom accelerate settings"),
     "use_ray": (_on, "Ray launching"),
     # optimizer and schedule extras
-    "lr_groups": (_on, "per-module learning rates"),
-    "embedding_lr": (_on, "a separate embedding learning rate"),
-    "embedding_lr_scale": (_on, "a separate embedding learning rate"),
-    "loraplus_lr_ratio": (_on, "LoRA+"),
-    "optim_target_modules": (_on, "GaLore/APOLLO target modules"),
     "adam_beta3": (_on, "three-beta optimizers (CAME, AdEMAMix)"),
     "adam_epsilon2": (_on, "two-epsilon optimizers (CAME)"),
-    "lr_quadratic_warmup": (_on, "quadratic warmup"),
-    "cosine_constant_lr_ratio": (_on, "cosine schedule with a constant phase"),
-    "lr_div_factor": (_on, "the one-cycle schedule"),
     # evaluation during training beyond the loss
     "do_causal_lm_eval": (_on, "causal-LM metrics during evaluation"),
     "eval_causal_lm_metrics": (_on, "causal-LM metrics during evaluation"),
@@ -63,8 +56,6 @@ REFUSED: dict[str, tuple[Check, str]] = {
     "hub_model_id": (_on, "pushing to the Hugging Face hub"),
     "hub_revision": (_on, "pushing to the Hugging Face hub"),
     "hub_strategy": (_on, "pushing to the Hugging Face hub"),
-    "gc_steps": (_on, "periodic garbage collection"),
-    "gc_collect_steps": (_on, "periodic garbage collection"),
     # precision and memory extras
     "fp8_enable_fsdp_float8_all_gather": (_on, "FP8 all-gather"),
     "flex_attn_compile_kwargs": (_on, "compiling flex attention with custom options"),
@@ -85,7 +76,7 @@ REFUSED: dict[str, tuple[Check, str]] = {
 
 MAPPED_ELSEWHERE: dict[str, str] = {
     "gradient_checkpointing": "models.model", "gradient_checkpointing_kwargs": "models.model",
-    "activation_offloading": "models.model (refused there)", "torch_compile": "models.compile",
+    "activation_offloading": "models.offload (run by the trainer)", "torch_compile": "models.compile",
     "tiled_mlp": "models.model (refused there)", "fp32_norm_classes": "models.model (refused there)",
     "bfloat16": "models.precision", "float16": "models.precision", "float32": "models.precision",
     "attn_implementation": "models.model", "lora_mlp_kernel": "models.adapters (refused there)",
@@ -105,6 +96,12 @@ def trainer_refusals(cfg: AxolotlConfig) -> list[str]:
     for key, (is_on, feature) in REFUSED.items():
         if key in type(cfg).model_fields and is_on(getattr(cfg, key)):
             messages.append(f"`{key}` is not supported yet by `axolotl train` ({feature})")
+    if cfg.reward_model or cfg.process_reward_model:
+        from axolotl.training.reward import reward_refusals
+
+        messages.extend(reward_refusals(cfg))
+    if cfg.rl and str(cfg.rl) in PREFERENCE_METHODS:
+        messages.extend(preference_refusals(cfg))
     return messages
 
 

@@ -57,6 +57,8 @@ def _admits_bool(annotation: Any) -> bool:
         return any(_admits_bool(arg) for arg in typing.get_args(annotation))
     if origin is typing.Literal:
         return any(isinstance(arg, bool) for arg in typing.get_args(annotation))
+    if origin in (list, tuple, set, frozenset, dict):
+        return False  # so `int | list[int]` does not read `true` as 1
     return not _is_scalar(annotation)
 
 

@@ -112,8 +112,10 @@ class CheckpointSettings(ConfigModel):
     hub_model_id: str | None = None
     hub_revision: str | None = None
     hub_strategy: str | None = None
-    gc_steps: int | None = Field(default=None, gt=0)
-    gc_collect_steps: int | None = Field(default=None, gt=0)
+    gc_steps: int | None = Field(default=None, ge=-1)
+    """Garbage-collect every N steps; -1: at epoch ends and before evaluations; 0: never."""
+    gc_collect_steps: int | None = Field(default=None, ge=-1)
+    """Another spelling of `gc_steps`."""
     torch_empty_cache_steps: int | None = Field(default=None, gt=0)
 
 

@@ -95,17 +95,18 @@ def resolve_template(ctx: StrategyContext) -> str:
     because the run-level `chat_template:` replaces the tokenizer's."""
     cfg, ds, tokenizer = ctx.cfg, ctx.dataset, ctx.tokenizer
     run_choice = str(cfg.chat_template or ("jinja" if cfg.chat_template_jinja else TOKENIZER_DEFAULT))
+    ds_jinja = getattr(ds, "chat_template_jinja", None)  # preference entries have no such key
 
     def run_level() -> str:
         return chat_template_for(run_choice, tokenizer, cfg.chat_template_jinja)
 
-    if not ds.chat_template and not ds.chat_template_jinja:
+    if not ds.chat_template and not ds_jinja:
         return run_level()
     choice = str(ds.chat_template or "jinja")
     defers = choice == TOKENIZER_DEFAULT or choice.startswith(TOKENIZER_DEFAULT_FALLBACK_PREFIX)
     if defers and run_choice != TOKENIZER_DEFAULT:
         return run_level()
-    return chat_template_for(choice, tokenizer, ds.chat_template_jinja)
+    return chat_template_for(choice, tokenizer, ds_jinja)
 
 
 def end_token_rule(ctx: StrategyContext, template: str) -> EndTokenRule:

@@ -22,6 +22,7 @@ _BUILTIN_MODULES = (
     "axolotl.data.strategies.input_output",
     "axolotl.data.strategies.pretokenized",
     "axolotl.data.strategies.chat_template",
+    "axolotl.data.reward.stepwise",
 )
 
 
