@@ -16,6 +16,7 @@ import shutil
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -55,13 +56,16 @@ class PreparedData:
     path: Path
 
 
-def prepare_datasets(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase) -> PreparedData:
-    """Prepared train/eval data for `cfg`: reused from the cache when the key matches."""
+def prepare_datasets(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase,
+                     reuse_cache: bool = False) -> PreparedData:
+    """Prepared train/eval data for `cfg`: reused from the cache when the key matches (and
+    `dataset_prepared_path` is set, or `reuse_cache`: a rank reading what its node's first rank
+    just wrote)."""
     _refuse_unsupported(cfg)
     key = dataset_fingerprint(cfg, tokenizer)
     root = Path(cfg.dataset_prepared_path or DEFAULT_PREPARED_PATH).expanduser().resolve()
     target = root / key
-    if cfg.dataset_prepared_path and target.is_dir():
+    if (cfg.dataset_prepared_path or reuse_cache) and target.is_dir():
         LOG.info("reusing prepared data at %s", target)
         return _load_prepared(target)
     if cfg.reward_model:  # pairs for a reward model; every other method has SFT-shaped rows
@@ -72,6 +76,36 @@ def prepare_datasets(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase) -> 
         train, evaluation, stats = _prepare(cfg, tokenizer)
     _save(target, train, evaluation, stats, resolved_yaml(cfg))
     return PreparedData(train, evaluation, stats, target)
+
+
+DEFAULT_DDP_TIMEOUT_S = 1800
+"""transformers' default `ddp_timeout`."""
+
+
+def prepare_datasets_once_per_node(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase) -> PreparedData:
+    """Under a multi-process launch (torchrun/accelerate set WORLD_SIZE), each node's first rank
+    prepares the data with `dataset_num_proc` workers while the node's other ranks wait at a
+    barrier, then they load its cache: the work is done once per node, and no rank sits in a
+    collective long enough to time out. A single process prepares directly."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return prepare_datasets(cfg, tokenizer)
+    import torch
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():  # the Trainer (accelerate) reuses this group later
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+        # `ddp_timeout` (as the Trainer would use; default 30 min) bounds the wait for the preparation
+        timeout = timedelta(seconds=cfg.ddp_timeout or DEFAULT_DDP_TIMEOUT_S)
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo", timeout=timeout)
+    if local_rank != 0:
+        dist.barrier()  # until the node's first rank has written the cache
+        return prepare_datasets(cfg, tokenizer, reuse_cache=True)
+    try:
+        return prepare_datasets(cfg, tokenizer)
+    finally:
+        dist.barrier()  # also on failure, so the waiting ranks stop waiting (and fail on the missing cache)
 
 
 def _refuse_unsupported(cfg: AxolotlConfig) -> None:

@@ -167,14 +167,14 @@ def evaluate(cfg: AxolotlConfig, *, model: str = "auto", include_train: bool = F
     source = resolve_model_source(cfg, model)
     from transformers import set_seed
 
-    from axolotl.data.pipeline import prepare_datasets
+    from axolotl.data.pipeline import prepare_datasets_once_per_node
     from axolotl.models.tokenizer import load_tokenizer
     from axolotl.training.args import build_training_args
     from axolotl.training.sft import build_trainer, preflight
 
     preflight(cfg)
     tokenizer = load_tokenizer(cfg)
-    prepared = prepare_datasets(cfg, tokenizer)
+    prepared = prepare_datasets_once_per_node(cfg, tokenizer)
     if prepared.eval is None or len(prepared.eval) == 0:
         raise EvaluationError(f"the eval split is empty after preparing the data (in {prepared.path}); raise "
                               "`val_set_size` or check `test_datasets`")

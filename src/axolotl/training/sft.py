@@ -23,7 +23,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, set_se
 from transformers.trainer_utils import get_last_checkpoint
 
 from axolotl.config.render import atomic_write_text, save_resolved_config
-from axolotl.data.pipeline import prepare_datasets
+from axolotl.data.pipeline import prepare_datasets_once_per_node
 from axolotl.models.adapters import apply_adapter
 from axolotl.models.compile import compile_layers
 from axolotl.models.model import load_model
@@ -255,7 +255,7 @@ def train(cfg: AxolotlConfig, extra_callbacks: Sequence[TrainerCallback] = ()) -
         return train_preference(cfg, extra_callbacks)
     os.environ.update(tracker_environment(cfg))
     tokenizer = load_tokenizer(cfg)
-    prepared = prepare_datasets(cfg, tokenizer)
+    prepared = prepare_datasets_once_per_node(cfg, tokenizer)
     args = build_training_args(cfg, has_eval=prepared.eval is not None and len(prepared.eval) > 0)
     set_seed(args.seed)  # adapter initialisation and re-initialised weights draw from it
     model = apply_adapter(cfg, load_model(cfg, tokenizer))
