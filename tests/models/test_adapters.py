@@ -392,3 +392,26 @@ def test_qlora_on_a_real_4bit_base(tiny_llama_dir: Path) -> None:
     peft_model = apply_adapter(_qlora(), model)
     assert len(_adapted_modules(peft_model)) == 2 * len(PROJECTIONS)
     assert all(_is_adapter_param(n) for n, p in peft_model.named_parameters() if p.requires_grad)
+
+
+class _OldTransformersModel:
+    """What transformers < 5.23 models expose: only the gradient_checkpointing_* names."""
+
+    def __init__(self) -> None:
+        self.is_gradient_checkpointing = False
+        self.calls: list[dict[str, Any]] = []
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict[str, Any]) -> None:
+        self.calls.append(gradient_checkpointing_kwargs)
+        self.is_gradient_checkpointing = True
+
+
+def test_checkpointing_is_enabled_through_the_old_names_too() -> None:
+    """transformers 5.17 (the GPU machine's) has no is_activation_checkpointing; this once crashed there."""
+    from axolotl.models.adapters import _respect_gradient_checkpointing
+
+    model = _OldTransformersModel()
+    cfg = _qlora(gradient_checkpointing=True)
+    _respect_gradient_checkpointing(cfg, model)  # type: ignore[arg-type]
+    _respect_gradient_checkpointing(cfg, model)  # type: ignore[arg-type]  (idempotent)
+    assert model.calls == [{"use_reentrant": False}]
