@@ -19,6 +19,7 @@ dropped). `skip_prepare_dataset: true` keeps every pair. `max_prompt_len` is the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections import Counter
@@ -40,6 +41,7 @@ from axolotl.data.pipeline import (
     _workers,
     arrow_column,
     int_column,
+    merge_and_split,
 )
 from axolotl.data.preference.base import COLUMNS, PreferenceContext, Row, label, preference_kind, text
 from axolotl.data.preference.registry import resolve
@@ -87,50 +89,15 @@ def preference_fingerprint(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBas
 
 
 def _prepare(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, kind: str) -> tuple[Any, Any, PreparationStats]:
-    import datasets
-
     seed = cfg.seed if cfg.seed is not None else DEFAULT_SEED
     stats = PreparationStats()
-    parts = []
-    for index, entry in enumerate(cfg.datasets or []):
-        part, part_stats = format_entry(cfg, tokenizer, entry, index, kind)
-        if cfg.shuffle_before_merging_datasets:
-            part = part.shuffle(seed=seed)
-        parts.append(part)
-        stats.datasets.append(part_stats)
-    train = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-    if cfg.dataset_exact_deduplication:
-        train, stats.duplicates_removed = deduplicate(train, kind)
-    if cfg.shuffle_merged_datasets:
-        train = train.shuffle(seed=seed)
-    if cfg.dataset_shard_num:
-        train = train.shard(num_shards=cfg.dataset_shard_num, index=cfg.dataset_shard_idx or 0)
-    train, evaluation = _split_eval(cfg, tokenizer, kind, train, seed, stats)
+    train, evaluation = merge_and_split(cfg, tokenizer, functools.partial(format_entry, kind=kind),
+                                        functools.partial(deduplicate, kind=kind), seed, stats)
     _final_stats(stats, train, evaluation)
     columns = list(COLUMNS[kind])
     train = train.select_columns(columns)
     evaluation = evaluation.select_columns(columns) if evaluation is not None else None
     return train, evaluation, stats
-
-
-def _split_eval(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, kind: str, train: Any, seed: int,
-                stats: PreparationStats) -> tuple[Any, Any]:
-    import datasets
-
-    if cfg.test_datasets:
-        parts = []
-        for index, entry in enumerate(cfg.test_datasets):
-            part, part_stats = format_entry(cfg, tokenizer, entry, index, kind, role="eval")
-            parts.append(part)
-            stats.datasets.append(part_stats)
-        return train, datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-    size = cfg.val_set_size or 0
-    if not size:
-        return train, None
-    if len(train) < 2:
-        raise DataError(f"`val_set_size: {size}` needs at least 2 prepared rows; there are {len(train)}")
-    split = train.train_test_split(test_size=size if size < 1 else int(size), seed=seed, shuffle=True)
-    return split["train"], split["test"]
 
 
 def _final_stats(stats: PreparationStats, train: Any, evaluation: Any) -> None:
