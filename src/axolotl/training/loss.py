@@ -10,6 +10,7 @@ of a row never exist. Models whose logits are not a plain projection of the hidd
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -47,12 +48,20 @@ def check_chunked_loss_support(cfg: AxolotlConfig, model: Any, world_size: int) 
         raise ValueError("`chunked_cross_entropy: true` cannot be used here: " + "; ".join(problems) + ".")
 
 
-def chunked_causal_lm_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any, cfg: AxolotlConfig) -> torch.Tensor:
-    """Mean loss per supervised token of the optimizer step, as the model's own loss would give."""
+def chunked_causal_lm_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any, cfg: AxolotlConfig,
+                           decoder_context: AbstractContextManager[Any] | None = None) -> torch.Tensor:
+    """Mean loss per supervised token of the optimizer step, as the model's own loss would give.
+
+    `decoder_context` is the trainer's mixed-precision autocast: calling the decoder directly
+    skips the autocast wrapper accelerate puts on the top-level `forward`, and without it fp32
+    parameters (LoRA adapters, fp16 runs' master weights) would compute in fp32. The loss itself
+    stays outside it: it chooses its own dtypes (fp32 log-softmax).
+    """
     inner = _inner_model(model)
     labels = inputs["labels"]
     model_inputs = {key: value for key, value in inputs.items() if key != "labels"}
-    hidden = inner.get_decoder()(**model_inputs, use_cache=False).last_hidden_state
+    with decoder_context if decoder_context is not None else nullcontext():
+        hidden = inner.get_decoder()(**model_inputs, use_cache=False).last_hidden_state
     shifted = torch.full_like(labels, IGNORE_INDEX)
     shifted[:, :-1] = labels[:, 1:]
     weight = inner.get_output_embeddings().weight

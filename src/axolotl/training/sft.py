@@ -111,7 +111,8 @@ class AxolotlTrainer(OptimizationMixin, Trainer):
         """The chunked loss when configured; it returns no logits, so evaluation that wants
         outputs (and any other caller asking for them) takes the stock path."""
         if self.axolotl_cfg.chunked_cross_entropy and not return_outputs and "labels" in inputs:
-            return chunked_causal_lm_loss(model, inputs, num_items_in_batch, self.axolotl_cfg)
+            return chunked_causal_lm_loss(model, inputs, num_items_in_batch, self.axolotl_cfg,
+                                          decoder_context=self.accelerator.autocast())
         return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                     num_items_in_batch=num_items_in_batch)
 
