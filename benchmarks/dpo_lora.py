@@ -25,7 +25,6 @@ import json
 import random
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -71,30 +70,12 @@ def render_chatml(row: dict[str, str]) -> dict[str, str]:
             "chosen": f"{row['chosen']}<|im_end|>", "rejected": f"{row['rejected']}<|im_end|>"}
 
 
-class StepClock:
-    """Times steps after warmup; a TrainerCallback built lazily so the module imports without transformers."""
-
-    def __new__(cls) -> Any:
-        import torch
-        from transformers import TrainerCallback
-
-        class _Clock(TrainerCallback):
-            def __init__(self) -> None:
-                self.times: list[float] = []
-
-            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
-                self.times.append(time.perf_counter())
-
-        return _Clock()
-
-
 def run_ours(args: argparse.Namespace, model_dir: Path, data: Path, work: Path) -> dict[str, Any]:
     import torch
 
     from axolotl.config.environment import Environment
     from axolotl.config.loader import load_config_text
+    from axolotl.training.callbacks import StepClock
     from axolotl.training.sft import train
 
     text = "\n".join([
@@ -128,6 +109,8 @@ def run_trl(args: argparse.Namespace, model_dir: Path, rows: list[dict[str, str]
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
     from trl import DPOConfig, DPOTrainer
+
+    from axolotl.training.callbacks import StepClock
 
     torch.manual_seed(7)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

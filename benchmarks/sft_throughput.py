@@ -8,6 +8,10 @@ is the trainer's, not the tokenizer's.
 
     python benchmarks/sft_throughput.py --case full-sdpa,full-flex,lora-flex [--steps 20 --warmup 5]
 
+Case flags (appended with `-`, any order after the attention backend) switch on one option each,
+so the table shows what each is worth: see `CASE_FLAGS`. `-16k` is the long-context case:
+one 16384-token document per row (attention over the whole row), usually with `-gc`.
+
 MFU = (6 * params * tokens/s + attention flops) / the device's dense bf16 peak (989 TFLOP/s for
 H100/H200 SXM), counted by `axolotl.training.flops` (the same count `axolotl train` shows live),
 with the attention term over the generated document lengths. First version: this is the figure
@@ -25,7 +29,6 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,29 @@ TINY = dict(LLAMA_1B, vocab_size=1024, hidden_size=64, intermediate_size=128, nu
 """`--tiny`: a CPU smoke run of the script itself (figures meaningless)."""
 
 
+LIGER_BLOCK = ("plugins:\n  - axolotl.integrations.liger.LigerPlugin\nliger_rms_norm: true\nliger_glu_activation: true\n"
+               "liger_fused_linear_cross_entropy: true")
+"""The reference's best measured configuration (issue 10: rms_norm, glu, fused linear CE)."""
+CASE_FLAGS: dict[str, str] = {
+    "gc": "gradient_checkpointing: true",
+    "compile": "torch_compile: true",
+    "cce": "chunked_cross_entropy: true",
+    "cutce": "plugins:\n  - axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin",
+    "liger": LIGER_BLOCK,
+    "lk": "lora_mlp_kernel: true\nlora_qkv_kernel: true\nlora_o_kernel: true",
+    "tiled": "tiled_mlp: true",
+    "offload": "activation_offloading: true",
+    "pure": "",  # `bfloat16: true` instead of `bf16: true`, set below
+    "16k": "",  # sequence_len 16384 and one 16384-token document per row, set below
+}
+"""Case flag -> the config lines it adds."""
+LONG = 16384
+
+
+def sequence_len(case: str) -> int:
+    return LONG if "16k" in case.split("-")[2:] else 4096
+
+
 def write_model_dir(path: Path, shape: dict[str, Any]) -> Path:
     """config.json + a word-level tokenizer covering the vocabulary (the data is pre-tokenized)."""
     from tokenizers import Tokenizer, models
@@ -55,15 +81,17 @@ def write_model_dir(path: Path, shape: dict[str, Any]) -> Path:
     return path
 
 
-def write_documents(path: Path, tokens_needed: int, vocab: int, seed: int) -> tuple[Path, list[int]]:
-    """The documents, and their lengths (for the attention FLOPs)."""
+def write_documents(path: Path, tokens_needed: int, vocab: int, seed: int,
+                    fixed_length: int | None = None) -> tuple[Path, list[int]]:
+    """The documents, and their lengths (for the attention FLOPs): log-uniform 64-2048 tokens, or
+    all `fixed_length` long (the long-context case)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed)
     docs, total = [], 0
     while total < tokens_needed:
-        length = int(np.exp(rng.uniform(np.log(64), np.log(2048))))
+        length = fixed_length or int(np.exp(rng.uniform(np.log(64), np.log(2048))))
         ids = rng.integers(4, vocab, size=length).tolist()
         docs.append(ids)
         total += length
@@ -75,19 +103,18 @@ def config_text(model_dir: Path, data: Path, work: Path, case: str, steps: int) 
     mode, attn = case.split("-")[:2]
     lines = [
         f"base_model: {model_dir}", "reinit_weights: true", "seed: 1234",
-        f"datasets:\n  - path: {data}", f"dataset_prepared_path: {work / 'prepared'}",
-        "sequence_len: 4096", "sample_packing: true", "micro_batch_size: 1", "gradient_accumulation_steps: 1",
+        f"datasets:\n  - path: {data}", f"dataset_prepared_path: {work / f'prepared-{sequence_len(case)}'}",
+        f"sequence_len: {sequence_len(case)}", "sample_packing: true", "micro_batch_size: 1", "gradient_accumulation_steps: 1",
         f"max_steps: {steps}", "learning_rate: 1.0e-5", "optimizer: adamw_torch_fused", "lr_scheduler: constant",
-        "bfloat16: true" if "pure" in case.split("-") else "bf16: true", "logging_steps: 1", "save_strategy: 'no'", f"output_dir: {work / ('out-' + case)}",
+        "bfloat16: true" if "pure" in case.split("-") else "bf16: true", "logging_steps: 1", "save_strategy: 'no'",
+        f"output_dir: {work / ('out-' + case)}",
         "flex_attention: true" if attn == "flex" else "sdp_attention: true",
     ]
     flags = case.split("-")[2:]
-    if "gc" in flags:
-        lines.append("gradient_checkpointing: true")
-    if "compile" in flags:
-        lines.append("torch_compile: true")
-    if "cce" in flags:
-        lines.append("chunked_cross_entropy: true")
+    unknown = [flag for flag in flags if flag not in CASE_FLAGS]
+    if unknown:
+        raise SystemExit(f"case {case}: unknown flags {unknown}; known: {', '.join(CASE_FLAGS)}")
+    lines += [CASE_FLAGS[flag] for flag in flags if CASE_FLAGS[flag]]
     if mode == "lora":
         lines += ["adapter: lora", "lora_r: 16", "lora_alpha: 32", "lora_target_linear: true"]
     return "\n".join(lines) + "\n"
@@ -96,23 +123,13 @@ def config_text(model_dir: Path, data: Path, work: Path, case: str, steps: int) 
 def run_case(case: str, model_dir: Path, data: Path, work: Path, warmup: int, steps: int, shape: dict[str, Any],
              lengths: list[int]) -> dict[str, Any]:
     import torch
-    from transformers import LlamaConfig, TrainerCallback
+    from transformers import LlamaConfig
 
     from axolotl.config.environment import Environment
     from axolotl.config.loader import load_config_text
+    from axolotl.training.callbacks import StepClock
     from axolotl.training.flops import ModelShape, peak_bf16_flops, training_flops_per_token
     from axolotl.training.sft import train
-
-    class StepClock(TrainerCallback):
-        def __init__(self) -> None:
-            self.times: list[float] = []
-            self.tokens: list[int] = []
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            self.times.append(time.perf_counter())
-            self.tokens.append(int(state.num_input_tokens_seen))
 
     env = Environment.detect()
     cfg = load_config_text(config_text(model_dir, data, work, case, warmup + steps), f"{case}.yml", env=env).cfg
@@ -136,9 +153,11 @@ def run_case(case: str, model_dir: Path, data: Path, work: Path, warmup: int, st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", default="full-sdpa,full-flex,lora-flex",
-                        help="comma list of {full,lora}-{sdpa,flex}[-gc][-compile][-cce][-pure]: -gc gradient "
-                             "checkpointing, -compile `torch_compile: true`, -cce `chunked_cross_entropy: true`, "
-                             "-pure `bfloat16: true` instead of `bf16: true`")
+                        help="comma list of {full,lora}-{sdpa,flex}[-FLAG...]: -gc gradient checkpointing, -compile "
+                             "`torch_compile: true`, -cce `chunked_cross_entropy: true`, -cutce the Cut Cross Entropy "
+                             "plugin, -liger the Liger plugin (rms_norm, glu, fused linear CE), -lk the LoRA kernels, "
+                             "-tiled `tiled_mlp: true`, -offload activation offloading, -pure `bfloat16: true` "
+                             "instead of `bf16: true`, -16k 16384-token rows of one document each")
     parser.add_argument("--shape", choices=["1b", "8b"], default="1b", help="Llama-3.2-1B or Llama-3.1-8B shape")
     parser.add_argument("--anchor", type=Path, help="path of ../shared/bench/anchor_sft.py: run these reference "
                                                      "cases in the same call and print the ratios")
@@ -159,15 +178,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model_dir = write_model_dir(work / "model", shape)
+        # Liger replaces transformers functions for the rest of the process: its cases run last
+        cases = sorted(args.case.split(","), key=lambda case: "liger" in case.split("-"))
         data, lengths = write_documents(work / "docs.parquet", 4096 * (args.warmup + args.steps + 10),
                                         shape["vocab_size"], 1234)
-        print(f"{'case':<16} {'tokens/s':>10} {'MFU':>7} {'peak GiB':>9}")
+        if any(sequence_len(case) == LONG for case in cases):
+            long_data, long_lengths = write_documents(work / "long.parquet", LONG * (args.warmup + args.steps + 2),
+                                                      shape["vocab_size"], 1234, fixed_length=LONG)
+        print(f"{'case':<24} {'tokens/s':>10} {'MFU':>7} {'peak GiB':>9}")
         ours = []
-        for case in args.case.split(","):
-            result = run_case(case, model_dir, data, work, args.warmup, args.steps, shape, lengths)
+        for case in cases:
+            long = sequence_len(case) == LONG
+            result = run_case(case, model_dir, long_data if long else data, work, args.warmup, args.steps, shape,
+                              long_lengths if long else lengths)
             peak = f"{result['peak_gib']:>9.2f}" if result["peak_gib"] is not None else f"{'-':>9}"
             mfu = f"{result['mfu']:>7.1%}" if result["mfu"] is not None else f"{'-':>7}"
-            print(f"{case:<16} {result['useful_tokens_per_s']:>10,} {mfu} {peak}", flush=True)
+            print(f"{case:<24} {result['useful_tokens_per_s']:>10,} {mfu} {peak}", flush=True)
             ours.append(result)
             if args.out:
                 with args.out.open("a") as handle:

@@ -50,12 +50,13 @@ def test_no_eval_split_names_the_keys(cli, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("module", [None, "axolotl.cli.evaluate"], ids=["axolotl", "legacy"])
-def test_other_launchers_are_refused_like_train(cli, tmp_path: Path, module: str | None) -> None:
-    args = [str(write_config(tmp_path, "nobody/no-such-model")), "--launcher", "torchrun", "--",
+def test_a_launch_is_checked_before_the_processes_start(cli, tmp_path: Path, module: str | None) -> None:
+    """Under a launcher the launching process reports a missing eval split itself, once."""
+    args = [str(write_config(tmp_path, "nobody/no-such-model", extra="")), "--launcher", "torchrun", "--",
             "--nproc_per_node=2"]
     result = cli(args if module else ["evaluate", *args], module=module, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert "`--launcher torchrun` is not supported yet" in result.stderr
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("no eval split") == 1 and "launching:" not in result.stderr
 
 
 def test_legacy_options_are_separated_from_overrides() -> None:

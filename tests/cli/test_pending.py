@@ -8,7 +8,7 @@ import pytest
 
 from axolotl.cli.pending import NOT_IMPLEMENTED_EXIT_CODE, PENDING_VERBS
 
-PENDING = ("vllm-serve", "merge-sharded-fsdp-weights", "delinearize-llama4")
+PENDING = ("delinearize-llama4",)
 
 
 def test_pending_table_matches_the_issue() -> None:
@@ -39,7 +39,6 @@ def test_pending_verb_without_config_refuses(cli, tmp_path) -> None:
 
 @pytest.mark.parametrize(("module", "args", "verb"), [
     ("axolotl.cli.delinearize_llama4", [], "delinearize-llama4"),
-    ("axolotl.cli.merge_sharded_fsdp_weights", ["cfg.yml", "--output_dir=x"], "merge-sharded-fsdp-weights"),
 ])
 def test_legacy_entry_points_refuse(cli, module: str, args: list[str], verb: str, tmp_path) -> None:
     _assert_refused(cli(args, module=module, cwd=tmp_path), verb)

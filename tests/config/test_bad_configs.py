@@ -161,7 +161,8 @@ SINGLE_KEY_CASES = [
     pytest.param(BASE + "plugins:\n  - axolotl.integrations.spectrum.SpectrumPlugin\n", ("plugins", 0), 7,
                  "is not supported yet", "SpectrumPlugin", id="unsupported-plugin"),
     pytest.param(BASE + "plugins:\n  - my_company.plugins.MyPlugin\n", ("plugins", 0), 7,
-                 "custom plugins are not supported yet", "my_company.plugins.MyPlugin", id="custom-plugin"),
+                 "no module `my_company.plugins` is installed or in the working directory",
+                 "my_company.plugins.MyPlugin", id="custom-plugin-not-importable"),
     pytest.param(BASE + "plugins:\n  - axolotl.integrations.liger.LigerPlugn\n", ("plugins", 0), 7,
                  "did you mean `axolotl.integrations.liger.LigerPlugin`?", "LigerPlugn", id="plugin-typo"),
     # keys in the wrong place

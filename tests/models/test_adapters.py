@@ -116,8 +116,7 @@ def test_loftq_refuses_a_conflicting_init(tiny_llama_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(("keys", "key"), [
-    ({"lora_mlp_kernel": True}, "lora_mlp_kernel"),
-    ({"lora_qkv_kernel": True}, "lora_qkv_kernel"),
+    ({"lora_embedding_kernel": True}, "lora_embedding_kernel"),
     ({"lora_on_cpu": True}, "lora_on_cpu"),
     ({"peft_init_lora_weights": "eva"}, "peft_init_lora_weights"),
 ])

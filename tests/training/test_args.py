@@ -119,8 +119,8 @@ def test_group_by_length(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("dataset_type", "extra"), [
-    ("rewards.gsm8k_transform", "rl: grpo\ntrl:\n  reward_funcs: [rewards.accuracy]\n"),
-    ("alpaca", "deepspeed: ds.json\n"), ("alpaca", "fsdp_config:\n  reshard_after_forward: true\n"),
+    ("rewards.ebft_transform", "rl: ebft\n"),
+    ("alpaca", "use_ray: true\n"),
     ("alpaca", "adam_beta3: 0.9999\n"), ("alpaca", "adam_epsilon2: 1e-16\n"),
     ("alpaca", "eval_causal_lm_metrics: [sacrebleu]\n"),
     ("alpaca", "do_causal_lm_eval: true\n"), ("alpaca", "save_safetensors: false\n"),

@@ -269,8 +269,3 @@ def test_cli_refuses_unsupported_key_before_loading(tiny_llama_dir: Path, tmp_pa
     assert "`adam_beta3` is not supported yet" in result.stderr
     assert "Loading weights" not in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "prep").exists(), "nothing may be prepared for a refused config"
-
-
-def test_cli_refuses_other_launchers(tiny_llama_dir: Path, tmp_path: Path) -> None:
-    result = _cli(["train", str(_write_cfg(tiny_llama_dir, tmp_path)), "--launcher", "torchrun"], tmp_path)
-    assert result.returncode == 2 and "not supported yet" in result.stderr

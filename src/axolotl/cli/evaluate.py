@@ -14,25 +14,36 @@ import math
 import sys
 from collections.abc import Sequence
 
+from axolotl.cli.launch import LaunchError, is_main_rank, one_process_note, plan_launch, run_launch
 from axolotl.cli.output import legacy_main, load_or_report
 
 EXIT_NOT_SUPPORTED = 2
-LAUNCHERS = ("python",)
 
 
-def run(config: str, overrides: Sequence[str] = (), *, launcher: str = "python", model: str = "auto",
-        include_train: bool = False) -> int:
-    """Evaluate as the config describes; problems are printed, never raised as tracebacks."""
-    if launcher not in LAUNCHERS:
-        print(f"error: `--launcher {launcher}` is not supported yet; `axolotl evaluate` runs one process "
-              "(`--launcher python`). Multi-GPU launching arrives with multi-GPU training.", file=sys.stderr)
+def run(config: str, overrides: Sequence[str] = (), *, launcher: str | None = None, model: str = "auto",
+        include_train: bool = False, launcher_args: Sequence[str] = ()) -> int:
+    """Evaluate as the config describes; problems are printed, never raised as tracebacks.
+
+    Several visible GPUs (or `--launcher torchrun|accelerate`) evaluate in one process per GPU
+    (`axolotl.cli.launch`), each with its share of the eval batches."""
+    try:
+        launch = plan_launch(launcher, launcher_args)
+    except LaunchError as error:
+        print(f"error: {error}", file=sys.stderr)
         return EXIT_NOT_SUPPORTED
+    note = one_process_note(launcher)
+    if note:
+        print(note, file=sys.stderr)
     loaded = load_or_report(config, overrides)
     if loaded is None:
         return 1
-    from axolotl.training.evaluate import EvaluationError, evaluate
+    from axolotl.training.evaluate import EvaluationError, check_evaluation, evaluate
 
     try:
+        if launch is not None:  # refusals once and fast, before the processes start
+            check_evaluation(loaded.cfg, model)
+            verb_args = [*overrides, "--model", model, *(["--include-train"] if include_train else [])]
+            return run_launch(launch, "evaluate", config, verb_args)
         result = evaluate(loaded.cfg, model=model, include_train=include_train)
     except EvaluationError as error:  # checked before torch is imported: reported in a second
         print(f"error: {config}: {error}", file=sys.stderr)
@@ -43,9 +54,10 @@ def run(config: str, overrides: Sequence[str] = (), *, launcher: str = "python",
             raise
         print(f"error: {config}: {error}", file=sys.stderr)
         return code
-    print(f"evaluated the {result.source.describe()}")
-    print(summary_table(result.metrics))
-    print(f"metrics written to {result.path}")
+    if is_main_rank():
+        print(f"evaluated the {result.source.describe()}")
+        print(summary_table(result.metrics))
+        print(f"metrics written to {result.path}")
     return 0
 
 
@@ -100,9 +112,12 @@ def _options(args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
 def main(argv: Sequence[str] | None = None) -> None:
     args = legacy_main(argv, "python -m axolotl.cli.evaluate CONFIG [--model auto|trained|base] "
                              "[--include-train] [--key value ...]")
+    passthrough: list[str] = []
+    if "--" in args:
+        args, passthrough = args[:args.index("--")], args[args.index("--") + 1:]
     rest, options = _options(args[1:])
-    raise SystemExit(run(args[0], rest, launcher=options.get("launcher", "python"),
-                         model=options.get("model", "auto"), include_train="include-train" in options))
+    raise SystemExit(run(args[0], rest, launcher=options.get("launcher"), model=options.get("model", "auto"),
+                         include_train="include-train" in options, launcher_args=passthrough))
 
 
 if __name__ == "__main__":

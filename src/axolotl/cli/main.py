@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -24,6 +25,16 @@ app = typer.Typer(
 )
 
 ConfigArg = Annotated[str, typer.Argument(help="Path or https URL of the YAML config.")]
+LauncherOption = Annotated[Optional[str], typer.Option(
+    "--launcher", help="`python` (one process), `torchrun` or `accelerate` (one process per GPU; arguments "
+                       "after `--` go to the launcher) [default: torchrun when several GPUs are visible, "
+                       "else python].")]
+
+
+def _launcher_args(ctx: typer.Context) -> list[str]:
+    """What followed `--` on the command line (split off by `main`, since click would merge it into
+    the config overrides)."""
+    return list((ctx.obj or {}).get("launcher_args", ()))
 
 
 def _version(value: bool) -> None:
@@ -137,29 +148,49 @@ def merge_lora(
     raise typer.Exit(run(config, ctx.args, lora_model_dir=lora_model_dir, force=force))
 
 
+@app.command("merge-sharded-fsdp-weights", context_settings=EXTRA_ARGS)
+def merge_sharded_fsdp_weights(
+    ctx: typer.Context,
+    config: ConfigArg,
+    checkpoint_dir: Annotated[Optional[str], typer.Option(
+        "--checkpoint-dir", help="A `pytorch_model_fsdp_0` folder or the checkpoint-N folder holding it [default: "
+                                 "the final sharded save in output_dir, else the newest checkpoint-N].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a different model already in "
+                                                        "output_dir/merged.")] = False,
+) -> None:
+    """Merge a sharded FSDP checkpoint (`SHARDED_STATE_DICT`, one file per rank) into one safetensors
+    model with config and tokenizer in `output_dir/merged`. Runs on CPU, in one process.
+
+    Exit code 1 for a missing checkpoint or a protected target, 2 for a checkpoint that cannot be
+    merged yet (LoRA).
+    """
+    from axolotl.cli.merge_sharded_fsdp_weights import run
+
+    raise typer.Exit(run(config, ctx.args, checkpoint_dir=checkpoint_dir, force=force))
+
+
 @app.command(context_settings=EXTRA_ARGS)
 def train(
     ctx: typer.Context,
     config: ConfigArg,
-    launcher: Annotated[str, typer.Option("--launcher", help="How to start the run; only `python` (one "
-                                                              "process) is supported yet.")] = "python",
+    launcher: LauncherOption = None,
 ) -> None:
     """Fine-tune a model as the config describes and save it (with tokenizer, config, metrics.json).
 
-    Overrides such as `--resume-from-checkpoint out/checkpoint-100` are applied first. Exit code 1
-    for a bad config, data or a failed run; 2 for a feature that is not supported yet.
+    Overrides such as `--resume-from-checkpoint out/checkpoint-100` are applied first; arguments after
+    `--` go to the launcher (`--launcher torchrun -- --nproc_per_node 2`). Exit code 1 for a bad
+    config, data or a failed run; 2 for a feature that is not supported yet.
     """
     from axolotl.cli.train import run
 
-    raise typer.Exit(run(config, ctx.args, launcher=launcher))
+    raise typer.Exit(run(config, ctx.args, launcher=launcher, launcher_args=_launcher_args(ctx)))
 
 
 @app.command(context_settings=EXTRA_ARGS)
 def evaluate(
     ctx: typer.Context,
     config: ConfigArg,
-    launcher: Annotated[str, typer.Option("--launcher", help="How to start the run; only `python` (one "
-                                                              "process) is supported yet.")] = "python",
+    launcher: LauncherOption = None,
     model: Annotated[str, typer.Option("--model", help="`auto`: the trained output in output_dir if there is "
                                                         "one, else base_model; `trained`; or `base`.")] = "auto",
     include_train: Annotated[bool, typer.Option("--include-train", help="Also evaluate the train split.")] = False,
@@ -172,7 +203,8 @@ def evaluate(
     """
     from axolotl.cli.evaluate import run
 
-    raise typer.Exit(run(config, ctx.args, launcher=launcher, model=model, include_train=include_train))
+    raise typer.Exit(run(config, ctx.args, launcher=launcher, model=model, include_train=include_train,
+                         launcher_args=_launcher_args(ctx)))
 
 
 @app.command(context_settings=EXTRA_ARGS)
@@ -201,9 +233,19 @@ def lm_eval(ctx: typer.Context, config: ConfigArg) -> None:
     raise typer.Exit(run(config, ctx.args))
 
 
+@app.command("vllm-serve", context_settings=EXTRA_ARGS)
+def vllm_serve(ctx: typer.Context, config: ConfigArg) -> None:
+    """Serve the config's base_model with vLLM for GRPO generation (`trl.use_vllm: true`, server mode),
+    as the `vllm:` block says; binds to 127.0.0.1 unless `vllm.host` is set. Needs the `vllm` extra.
+
+    Exit code 1 for a bad config or a missing vLLM, 2 for a `vllm:` key not supported yet.
+    """
+    from axolotl.cli.vllm_serve import run
+
+    raise typer.Exit(run(config, ctx.args))
+
+
 _PENDING_HELP = {
-    "vllm-serve": "Serve the model with vLLM for GRPO generation.",
-    "merge-sharded-fsdp-weights": "Merge a sharded FSDP checkpoint into one model.",
     "delinearize-llama4": "Convert a linearized Llama 4 checkpoint back to the standard layout.",
 }
 
@@ -232,9 +274,12 @@ Errors still show."""
 def main() -> None:
     import logging
 
+    from axolotl.cli.launch import split_passthrough
+
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    app()
+    args, launcher_args = split_passthrough(sys.argv[1:])
+    app(args=args, prog_name="axolotl", obj={"launcher_args": launcher_args})
 
 
 if __name__ == "__main__":

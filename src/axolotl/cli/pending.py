@@ -6,8 +6,6 @@ import sys
 from typing import Callable, Sequence
 
 PENDING_VERBS: dict[str, str] = {
-    "vllm-serve": "GRPO with vLLM",
-    "merge-sharded-fsdp-weights": "multi-GPU training (FSDP)",
     "delinearize-llama4": "Llama 4 support",
 }
 """Verb -> the piece of work that implements it."""

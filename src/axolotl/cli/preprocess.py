@@ -25,16 +25,26 @@ def run(config: str, overrides: Sequence[str] = (), debug: bool = False, debug_n
     cfg = loaded.cfg
     if debug:
         print(f"# resolved config\n{resolved_yaml(cfg)}", file=sys.stderr)
+    grpo = cfg.rl is not None and str(cfg.rl) == "grpo"
     try:
         tokenizer = load_tokenizer(cfg)
         preference = preference_kind(cfg) is not None
-        prepared = (prepare_preference_datasets if preference else prepare_datasets)(cfg, tokenizer)
+        if grpo:
+            from axolotl.data.grpo import prepare_grpo_datasets
+
+            prepared = prepare_grpo_datasets(cfg, tokenizer)
+        else:
+            prepared = (prepare_preference_datasets if preference else prepare_datasets)(cfg, tokenizer)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     state = "reused" if prepared.stats.reused_cache else "saved"
     print(render_stats(prepared.stats))
-    if debug:
+    if debug and grpo:
+        from axolotl.data.grpo import render_grpo_examples
+
+        print(render_grpo_examples(tokenizer, prepared.train, debug_num_examples, cfg.trl.chat_template_kwargs))
+    elif debug:
         show = render_preference_examples if preference else render_examples
         print(show(tokenizer, prepared.train, debug_num_examples, color=sys.stdout.isatty()))
     print(f"prepared data {state} at {prepared.path}")

@@ -1,4 +1,8 @@
-"""`axolotl train config.yml [--key value ...]` (legacy: `python -m axolotl.cli.train config.yml`).
+"""`axolotl train config.yml [--key value ...] [--launcher python|torchrun|accelerate [-- LAUNCHER ARGS]]`
+(legacy: `python -m axolotl.cli.train config.yml`).
+
+Several visible GPUs (or `--launcher torchrun|accelerate`) re-run this command as one process per
+GPU (`axolotl.cli.launch`); each of them runs `run` in-process.
 
 Exit codes: 0 trained and saved; 1 the config or the data is wrong, or training failed;
 2 the config asks for something not supported yet (checked before anything is loaded);
@@ -10,36 +14,52 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from axolotl.cli.launch import LaunchError, is_main_rank, one_process_note, plan_launch, run_launch
 from axolotl.cli.output import legacy_main, load_or_report
 
 EXIT_NOT_SUPPORTED = 2
 EXIT_INTERRUPTED = 130
-LAUNCHERS = ("python",)
 
 
-def run(config: str, overrides: Sequence[str] = (), launcher: str = "python") -> int:
-    """Train as the config describes; problems are printed, never raised as tracebacks."""
-    if launcher not in LAUNCHERS:
-        print(f"error: `--launcher {launcher}` is not supported yet; `axolotl train` runs one process "
-              "(`--launcher python`). Multi-GPU launching arrives with multi-GPU training.", file=sys.stderr)
+def run(config: str, overrides: Sequence[str] = (), launcher: str | None = None,
+        launcher_args: Sequence[str] = ()) -> int:
+    """Train as the config describes; problems are printed, never raised as tracebacks.
+
+    `launcher` None chooses (several GPUs: torchrun); `launcher_args` are what followed `--`."""
+    try:
+        launch = plan_launch(launcher, launcher_args)
+    except LaunchError as error:
+        print(f"error: {error}", file=sys.stderr)
         return EXIT_NOT_SUPPORTED
+    note = one_process_note(launcher)
+    if note:
+        print(note, file=sys.stderr)
     loaded = load_or_report(config, overrides)
     if loaded is None:
         return 1
     from axolotl.config.render import resolved_yaml
     from axolotl.data.errors import DataError
     from axolotl.training.args import TrainingConfigError
+    from axolotl.training.distributed import RanksDisagree, check_ranks_agree
     from axolotl.training.sft import TrainingError, preflight, train
     from axolotl.training.support import NotSupportedYet
 
     cfg = loaded.cfg
-    print(f"# resolved config ({loaded.environment.describe()}); also saved as "
-          f"{cfg.output_dir}/axolotl_config.yml\n{resolved_yaml(cfg)}", file=sys.stderr)
+    if launch is None and is_main_rank():
+        print(f"# resolved config ({loaded.environment.describe()}); also saved as "
+              f"{cfg.output_dir}/axolotl_config.yml\n{resolved_yaml(cfg)}", file=sys.stderr)
     try:
+        if launch is None:
+            check_ranks_agree(cfg)  # before any refusal, so no rank waits for one that already stopped
         preflight(cfg)
+    except RanksDisagree as error:
+        print(f"error: {config}: {error}", file=sys.stderr)
+        return 1
     except (NotSupportedYet, TrainingConfigError) as error:
         print(f"error: {config}: {error}", file=sys.stderr)
         return EXIT_NOT_SUPPORTED if "not supported yet" in str(error) else 1
+    if launch is not None:  # checked here, so a refused config fails once and fast; the processes load it again
+        return run_launch(launch, "train", config, overrides)
     try:
         result = train(cfg)
     except NotImplementedError as error:  # refusals of the model/adapter layers
@@ -52,13 +72,22 @@ def run(config: str, overrides: Sequence[str] = (), launcher: str = "python") ->
         print(f"stopped by {result.interrupted}; the last checkpoint is in {result.output_dir}; resume with "
               f"`--resume-from-checkpoint {result.output_dir}/checkpoint-<step>`", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(f"model saved to {result.output_dir}")
+    if is_main_rank():
+        print(f"model saved to {result.output_dir}")
     return 0
 
 
-def _split_launcher(args: list[str]) -> tuple[list[str], str]:
-    """Pull `--launcher X` / `--launcher=X` out of the override list."""
-    rest, launcher, skip = [], "python", False
+def split_launcher(args: Sequence[str]) -> tuple[list[str], str | None, list[str]]:
+    """Legacy entry points: pull `--launcher X` / `--launcher=X` and everything after `--` out of
+    the override list -> (overrides, launcher, launcher arguments)."""
+    args = list(args)
+    passthrough: list[str] = []
+    if "--" in args:
+        cut = args.index("--")
+        args, passthrough = args[:cut], args[cut + 1:]
+    rest: list[str] = []
+    launcher: str | None = None
+    skip = False
     for i, arg in enumerate(args):
         if skip:
             skip = False
@@ -68,13 +97,13 @@ def _split_launcher(args: list[str]) -> tuple[list[str], str]:
             launcher = arg.split("=", 1)[1]
         else:
             rest.append(arg)
-    return rest, launcher
+    return rest, launcher, passthrough
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = legacy_main(argv, "python -m axolotl.cli.train CONFIG [--key value ...]")
-    rest, launcher = _split_launcher(args[1:])
-    raise SystemExit(run(args[0], rest, launcher=launcher))
+    args = legacy_main(argv, "python -m axolotl.cli.train CONFIG [--key value ...] [--launcher L [-- ARGS]]")
+    rest, launcher, passthrough = split_launcher(args[1:])
+    raise SystemExit(run(args[0], rest, launcher=launcher, launcher_args=passthrough))
 
 
 if __name__ == "__main__":

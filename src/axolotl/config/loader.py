@@ -30,6 +30,7 @@ from axolotl.config.schema.integrations import PLUGIN_ARGS, plugin_owning
 from axolotl.config.schema.nesting import nested_block_of
 from axolotl.config.sources import RawConfig, load_raw, parse_yaml
 from axolotl.config.support import unsupported_issues
+from axolotl.integrations.loading import plugin_config_issues, register_custom_plugin
 
 DATASET_LISTS = ("datasets", "test_datasets", "pretraining_dataset")
 _PLACEHOLDERS = {"base_model": "<missing>", "learning_rate": 0.0}
@@ -91,7 +92,7 @@ def validate_raw(raw: RawConfig, overrides: Sequence[str] | list[Override] = (),
     bad_paths = [i.path for i in issues if i.path]
     derived_errors, derived_warnings = normalize(cfg, env)
     warnings += derived_warnings
-    later = derived_errors + check_rules(cfg) + unsupported_issues(cfg)
+    later = derived_errors + check_rules(cfg) + plugin_config_issues(cfg) + unsupported_issues(cfg)
     issues += [i for i in later if not _involves_bad_value(i, bad_paths)]
     skipped: list[str] = []
     if check_files:
@@ -169,11 +170,13 @@ def _plugins(data: dict[str, Any]) -> tuple[tuple[str, ...], list[ConfigIssue]]:
         if name in PLUGIN_ARGS:
             known.append(name)
         elif isinstance(name, str):
+            problem = register_custom_plugin(name)  # a user's plugin: imported, its keys registered
+            if problem is None:
+                known.append(name)
+                continue
             near = difflib.get_close_matches(name, sorted(PLUGIN_ARGS), n=1, cutoff=0.9)
             issues.append(ConfigIssue(("plugins", index), f"unknown plugin `{name}`", value=name,
-                                      hint=f"did you mean `{near[0]}`?" if near else
-                                      "custom plugins are not supported yet; known: "
-                                      + ", ".join(sorted(PLUGIN_ARGS))))
+                                      hint=f"did you mean `{near[0]}`?" if near else problem))
     return tuple(known), issues
 
 

@@ -38,8 +38,9 @@ def _precision(cfg: AxolotlConfig, env: Environment, warnings: list[ConfigIssue]
                                     hint="use `bf16: auto` or `fp16: true`"))
     if cfg.tf32 == "auto":
         cfg.tf32 = env.tf32_supported
-    if cfg.torch_compile == "auto":
-        cfg.torch_compile = env.cuda_available
+    if cfg.torch_compile == "auto":  # off under FSDP/DeepSpeed: per-layer compilation is not tested sharded
+        sharded = bool(cfg.fsdp) or cfg.fsdp_config is not None or bool(cfg.deepspeed)
+        cfg.torch_compile = env.cuda_available and not sharded
 
 
 def _attention(cfg: AxolotlConfig, errors: list[ConfigIssue]) -> None:

@@ -286,6 +286,42 @@ def offloading_needs_checkpointing(cfg: AxolotlConfig) -> Iterator[ConfigIssue]:
 
 
 @rule
+def lora_kernels(cfg: AxolotlConfig) -> Iterator[ConfigIssue]:
+    """The fused LoRA projections compute plain LoRA on plain weights (axolotl.kernels.lora)."""
+    keys = [key for key in ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel") if getattr(cfg, key)]
+    if not keys:
+        return
+    off = f"or set {', '.join(f'`{k}`' for k in keys)} to false"
+    quantised = "load_in_4bit" if cfg.load_in_4bit else "load_in_8bit" if cfg.load_in_8bit else "adapter"
+    conflicts = [
+        (not cfg.adapter, "adapter", "fuse LoRA adapters, but no adapter is configured", "set `adapter: lora`"),
+        (cfg.adapter == "qlora" or bool(cfg.load_in_4bit or cfg.load_in_8bit), quantised,
+         "need unquantised base weights (QLoRA is not supported by the kernels yet)",
+         "use `adapter: lora` without 4/8-bit loading"),
+        (bool(cfg.lora_dropout), "lora_dropout", "have no dropout", "set `lora_dropout: 0`"),
+        (bool(cfg.peft_use_dora), "peft_use_dora", "compute plain LoRA, not DoRA", "turn DoRA off"),
+        (bool(cfg.lora_fan_in_fan_out), "lora_fan_in_fan_out", "need (out, in) weights", "remove the key"),
+        (cfg.qat is not None, "qat", "read the base weights directly and would skip fake quantisation",
+         "remove the `qat:` block"),
+        (bool(cfg.rl), "rl", "run in SFT training only so far", "remove `rl:`"),
+    ]
+    for conflict, other, what, fix in conflicts:
+        if conflict:
+            yield ConfigIssue((keys[0],), f"the LoRA kernels {what} (`{other}`)", hint=f"{fix}, {off}",
+                              related=((other,),))
+
+
+@rule
+def tiled_mlp_shards(cfg: AxolotlConfig) -> Iterator[ConfigIssue]:
+    if cfg.tiled_mlp_num_shards and not cfg.tiled_mlp:
+        yield ConfigIssue(("tiled_mlp_num_shards",), "has no effect without `tiled_mlp: true`",
+                          hint="set `tiled_mlp: true` or remove the key", related=(("tiled_mlp",),))
+    if cfg.tiled_mlp and cfg.tiled_mlp_use_original_mlp is False:
+        yield ConfigIssue(("tiled_mlp_use_original_mlp",), "is not supported yet (a generic Llama MLP in place of "
+                          "the model's own)", hint="remove the key: the model's own MLP is tiled")
+
+
+@rule
 def dataset_sharding(cfg: AxolotlConfig) -> Iterator[ConfigIssue]:
     if cfg.dataset_shard_idx is not None and cfg.dataset_shard_num is None:
         yield ConfigIssue(("dataset_shard_idx",), "needs `dataset_shard_num`")
@@ -329,6 +365,33 @@ def online_rl(cfg: AxolotlConfig) -> Iterator[ConfigIssue]:
     if trl.vllm_lora_sync and not cfg.adapter:
         yield ConfigIssue(("trl", "vllm_lora_sync"), "syncs a LoRA adapter, but no adapter is configured",
                           hint="set `adapter: lora`, or turn vllm_lora_sync off for full weight sync")
+
+
+VLLM_ONLY_TRL_KEYS = ("vllm_mode", "vllm_guided_decoding_regex", "vllm_enable_sleep_mode", "vllm_sync_interval",
+                      "vllm_lora_sync", "vllm_importance_sampling_correction", "vllm_importance_sampling_mode",
+                      "vllm_importance_sampling_cap", "vllm_server_host", "vllm_server_port", "vllm_server_timeout")
+"""`trl:` keys that only the vLLM generation backend reads."""
+
+
+@rule
+def grpo_generation_backend(cfg: AxolotlConfig) -> Iterator[ConfigIssue]:
+    """GRPO keys that would be ignored by the generation backend the config selects."""
+    if cfg.rl != RLType.GRPO:
+        return
+    trl = cfg.trl
+    if not trl.use_vllm:
+        for key in VLLM_ONLY_TRL_KEYS:
+            if trl.explicitly_set(key) and getattr(trl, key) not in (None, False):
+                yield ConfigIssue(("trl", key), "configures vLLM generation, but `trl.use_vllm` is false",
+                                  hint="set `trl.use_vllm: true`, or remove the key to generate with transformers",
+                                  related=(("trl", "use_vllm"),))
+    elif trl.vllm_enable_sleep_mode and trl.vllm_mode != "colocate":
+        yield ConfigIssue(("trl", "vllm_enable_sleep_mode"), "puts the vLLM engine inside the trainer to sleep; it "
+                          "needs `trl.vllm_mode: colocate`", related=(("trl", "vllm_mode"),))
+    if trl.use_vllm and trl.vllm_enable_sleep_mode and trl.vllm_sync_interval and trl.vllm_sync_interval > 1:
+        yield ConfigIssue(("trl", "vllm_sync_interval"), "must be 1 (or unset) with `trl.vllm_enable_sleep_mode`: "
+                          "sleeping discards vLLM's weights, so they are pushed again before every generation",
+                          value=trl.vllm_sync_interval, related=(("trl", "vllm_enable_sleep_mode"),))
 
 
 @rule

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Final
 import torch
 from torch import nn
 
+from axolotl.models.lora_kernels import apply_lora_kernels
+
 if TYPE_CHECKING:
     from peft import LoraConfig, PeftModel
     from transformers import PreTrainedModel
@@ -32,9 +34,6 @@ LOG = logging.getLogger(__name__)
 ADAPTERS: Final = frozenset({"lora", "qlora"})
 
 REFUSED_KEYS: Final[dict[str, str]] = {
-    "lora_mlp_kernel": "the fused LoRA MLP Triton kernels",
-    "lora_qkv_kernel": "the fused LoRA QKV Triton kernels",
-    "lora_o_kernel": "the fused LoRA output-projection kernel",
     "lora_embedding_kernel": "the fused LoRA embedding kernel",
     "lora_fp32_gradients": "fp32 LoRA gradients",
     "lora_on_cpu": "loading the adapter on CPU",
@@ -345,4 +344,5 @@ def apply_adapter(cfg: AxolotlConfig, model: PreTrainedModel) -> PreTrainedModel
         peft_model = get_peft_model(model, config,
                                     autocast_adapter_dtype=cfg.peft_autocast_adapter_dtype is not False)
     _respect_gradient_checkpointing(cfg, peft_model.get_base_model())
+    apply_lora_kernels(cfg, peft_model)  # lora_mlp_kernel / lora_qkv_kernel / lora_o_kernel
     return peft_model

@@ -48,7 +48,6 @@ def _unsupported(cfg: AxolotlConfig) -> list[str]:
         "fp32_norm_classes": (bool(cfg.fp32_norm_classes), "fp32 norm layers"),
         "device": (cfg.device is not None, "the trainer places the model on its own device; use `device_map` "
                                             "(e.g. `{'': 'cpu'}`) or CUDA_VISIBLE_DEVICES"),
-        "tiled_mlp": (bool(cfg.tiled_mlp), "tiled MLP"),
         "use_kernels": (bool(cfg.use_kernels), "hub kernels"),
         "experts_implementation": (cfg.experts_implementation is not None, "custom MoE kernels"),
     }

@@ -32,6 +32,7 @@
 | torch_empty_cache_steps                      | torch_empty_cache_steps                             |
 | ddp_timeout, ddp_bucket_cap_mb, ddp_broadcast_buffers, ddp_find_unused_parameters | same names   |
 | early_stopping_patience, loss_watchdog_*, save_first_step | callbacks (`axolotl.training.callbacks`) |
+| fsdp / fsdp_config, deepspeed, dp_shard_size, dp_replicate_size, accelerator_config | fsdp, fsdp_config, deepspeed, parallelism_config, accelerator_config (`axolotl.training.parallel`) |
 
 Everything else of the training settings is refused in `axolotl.training.support`.
 """
@@ -387,6 +388,9 @@ def training_args_kwargs(cfg: AxolotlConfig, has_eval: bool) -> dict[str, Any]:
         "tf32": True if cfg.tf32 is True else None,
     }
     kwargs.update({key: value for key, value in optional.items() if value is not None})
+    from axolotl.training.parallel import distributed_kwargs  # imports this module
+
+    kwargs.update(distributed_kwargs(cfg))
     if cfg.early_stopping_patience and "metric_for_best_model" not in kwargs:
         kwargs["metric_for_best_model"] = "eval_loss"
     return kwargs

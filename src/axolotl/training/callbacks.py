@@ -124,3 +124,24 @@ class GarbageCollect(TrainerCallback):
                      **kwargs: Any) -> None:
         if self.every == -1:
             self.collect()
+
+
+class StepClock(TrainerCallback):
+    """Wall-clock time and tokens seen at the end of every optimizer step, for the benchmarks.
+
+    The device is synchronised first, so a step's time includes its queued GPU work."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.tokens: list[int] = []
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        import time
+
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.times.append(time.perf_counter())
+        self.tokens.append(int(state.num_input_tokens_seen))

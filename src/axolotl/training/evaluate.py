@@ -150,8 +150,9 @@ def split_metrics(split: str, raw: dict[str, Any], dataset: Any) -> dict[str, An
                        if key.startswith(f"{split}_") and key not in ours}}
 
 
-def evaluate(cfg: AxolotlConfig, *, model: str = "auto", include_train: bool = False) -> EvaluationResult:
-    """Evaluate as described in the module docstring; writes `output_dir/eval_metrics.json`."""
+def check_evaluation(cfg: AxolotlConfig, model: str = "auto") -> ModelSource:
+    """Every refusal that needs no model or data (a launching process runs these before it starts the
+    others, so a refused run fails once and fast); returns the model `evaluate` will load."""
     if cfg.reward_model or cfg.process_reward_model:
         from axolotl.training.support import NotSupportedYet
 
@@ -165,14 +166,25 @@ def evaluate(cfg: AxolotlConfig, *, model: str = "auto", include_train: bool = F
                               "are logged during training (metrics.json)")
     check_eval_split_configured(cfg)
     source = resolve_model_source(cfg, model)
+    from axolotl.training.sft import preflight
+
+    preflight(cfg)
+    return source
+
+
+def evaluate(cfg: AxolotlConfig, *, model: str = "auto", include_train: bool = False) -> EvaluationResult:
+    """Evaluate as described in the module docstring; writes `output_dir/eval_metrics.json`."""
+    from axolotl.training.distributed import check_ranks_agree
+
+    check_ranks_agree(cfg)  # before any refusal, so no rank waits for one that already stopped
+    source = check_evaluation(cfg, model)
     from transformers import set_seed
 
     from axolotl.data.pipeline import prepare_datasets_once_per_node
     from axolotl.models.tokenizer import load_tokenizer
     from axolotl.training.args import build_training_args
-    from axolotl.training.sft import build_trainer, preflight
+    from axolotl.training.sft import build_trainer
 
-    preflight(cfg)
     tokenizer = load_tokenizer(cfg)
     prepared = prepare_datasets_once_per_node(cfg, tokenizer)
     if prepared.eval is None or len(prepared.eval) == 0:

@@ -1,11 +1,12 @@
-"""The causal-LM loss through the chunked cross-entropy (`chunked_cross_entropy: true`).
+"""The causal-LM loss from hidden states: the chunked cross-entropy (`chunked_cross_entropy:
+true`) or a plugin's (Cut Cross Entropy).
 
 Same arithmetic as transformers' causal-LM loss (labels shifted left by one, -100 ignored, fp32
 logits, summed and divided by `num_items_in_batch` when the Trainer counts the supervised tokens
-of the whole accumulation window), but the decoder's hidden states go straight into
-`chunked_linear_cross_entropy` with the output projection's weight, so the full-vocabulary logits
-of a row never exist. Models whose logits are not a plain projection of the hidden states
-(soft-capped or scaled logits, an adapted or biased head) are refused up front.
+of the whole accumulation window), but the decoder's hidden states go straight into the loss
+(`chunked_linear_cross_entropy`, or a plugin's) with the output projection's weight, so the
+full-vocabulary logits of a row never exist. Models whose logits are not a plain projection of
+the hidden states (soft-capped or scaled logits, an adapted or biased head) are refused up front.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from axolotl.integrations.base import LinearCrossEntropy
 from axolotl.kernels.chunked_ce import DEFAULT_NUM_CHUNKS, IGNORE_INDEX, chunked_linear_cross_entropy
 
 if TYPE_CHECKING:
     from axolotl.config.schema import AxolotlConfig
 
 LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
-"""Model-config attributes that change logits after the projection; the chunked loss would drop them."""
+"""Model-config attributes that change logits after the projection; a loss from hidden states would drop them."""
 
 
 def _inner_model(model: Any) -> Any:
@@ -30,8 +32,27 @@ def _inner_model(model: Any) -> Any:
     return get_base() if callable(get_base) else model
 
 
-def check_chunked_loss_support(cfg: AxolotlConfig, model: Any, world_size: int) -> None:
-    """Refuse, naming the key, where the chunked loss would compute something else."""
+def fused_loss(cfg: AxolotlConfig) -> tuple[str, LinearCrossEntropy] | None:
+    """(what to name in errors, the loss) when the loss comes from hidden states: our chunked
+    cross-entropy or a plugin's (Cut Cross Entropy); None keeps the model's own loss. Config
+    validation already refuses two of them together."""
+    if cfg.chunked_cross_entropy:
+        num_chunks = cfg.chunked_cross_entropy_num_chunks or DEFAULT_NUM_CHUNKS
+        compiled = bool(cfg.torch_compile)
+
+        def chunked(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return chunked_linear_cross_entropy(hidden, weight, labels, num_chunks=num_chunks,
+                                                compiled=compiled and hidden.is_cuda)
+
+        return "`chunked_cross_entropy: true`", chunked
+    from axolotl.integrations.loading import plugin_loss
+
+    found = plugin_loss(cfg)
+    return (f"the plugin `{found[0]}`", found[1]) if found is not None else None
+
+
+def check_fused_loss_support(what: str, model: Any, world_size: int) -> None:
+    """Refuse, naming the key or plugin, where a loss from hidden states would compute something else."""
     inner = _inner_model(model)
     head = inner.get_output_embeddings()
     problems = []
@@ -43,13 +64,14 @@ def check_chunked_loss_support(cfg: AxolotlConfig, model: Any, world_size: int) 
     for name in LOGIT_TRANSFORMS:
         value = getattr(inner.config, name, None) or getattr(inner.config.get_text_config(), name, None)
         if value not in (None, 1, 1.0):
-            problems.append(f"the model config sets {name}={value}, which the chunked loss does not apply")
+            problems.append(f"the model config sets {name}={value}, which a loss from hidden states does not apply")
     if problems:
-        raise ValueError("`chunked_cross_entropy: true` cannot be used here: " + "; ".join(problems) + ".")
+        raise ValueError(f"{what} cannot be used here: " + "; ".join(problems) + ".")
 
 
-def chunked_causal_lm_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any, cfg: AxolotlConfig,
-                           decoder_context: AbstractContextManager[Any] | None = None) -> torch.Tensor:
+def causal_lm_loss_from_hidden(model: Any, inputs: dict[str, Any], num_items_in_batch: Any,
+                               linear_ce: LinearCrossEntropy,
+                               decoder_context: AbstractContextManager[Any] | None = None) -> torch.Tensor:
     """Mean loss per supervised token of the optimizer step, as the model's own loss would give.
 
     `decoder_context` is the trainer's mixed-precision autocast: calling the decoder directly
@@ -65,9 +87,7 @@ def chunked_causal_lm_loss(model: Any, inputs: dict[str, Any], num_items_in_batc
     shifted = torch.full_like(labels, IGNORE_INDEX)
     shifted[:, :-1] = labels[:, 1:]
     weight = inner.get_output_embeddings().weight
-    total = chunked_linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), weight, shifted.reshape(-1),
-                                         num_chunks=cfg.chunked_cross_entropy_num_chunks or DEFAULT_NUM_CHUNKS,
-                                         compiled=bool(cfg.torch_compile) and hidden.is_cuda)
+    total = linear_ce(hidden.reshape(-1, hidden.shape[-1]), weight, shifted.reshape(-1))
     if num_items_in_batch is None:
         return total / (shifted != IGNORE_INDEX).sum().clamp(min=1)
     if isinstance(num_items_in_batch, torch.Tensor):

@@ -1,7 +1,8 @@
 """`train(cfg)`: supervised fine-tuning, read top to bottom.
 
-config -> refusals -> tokenizer -> prepared data -> TrainingArguments -> model (+ adapter)
--> Trainer -> train -> final model/adapter + tokenizer + resolved config + metrics.json.
+config -> refusals (and plugin preflight) -> tokenizer -> prepared data -> TrainingArguments ->
+model (plugin hooks, adapter, LoRA kernels, tiled MLP) -> Trainer -> train -> final
+model/adapter + tokenizer + resolved config + metrics.json.
 
 The loss is transformers' causal-LM loss summed over every supervised token of the optimizer
 step and divided by their count (`num_items_in_batch`, counted over the whole accumulation
@@ -24,12 +25,21 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from axolotl.config.render import atomic_write_text, save_resolved_config
 from axolotl.data.pipeline import prepare_datasets_once_per_node
+from axolotl.integrations.base import PluginError
+from axolotl.integrations.loading import (
+    after_model_load,
+    before_model_load,
+    check_plugins,
+    load_plugins,
+    plugin_callbacks,
+)
 from axolotl.models.adapters import apply_adapter
 from axolotl.models.compile import compile_layers
 from axolotl.models.model import load_model
 from axolotl.models.offload import ActivationOffload, offload_mode
 from axolotl.models.qat import apply_qat, convert_qat, qat_plan
 from axolotl.models.quantize import QuantizationError
+from axolotl.models.tiled_mlp import apply_tiled_mlp
 from axolotl.models.tokenizer import load_tokenizer
 from axolotl.training.args import (
     TrainingConfigError,
@@ -42,9 +52,11 @@ from axolotl.training.args import (
 )
 from axolotl.training.callbacks import GarbageCollect, LossWatchdog, SaveFirstStep, StopOnSignal
 from axolotl.training.data import packed_loader, padded_collator
-from axolotl.training.loss import check_chunked_loss_support, chunked_causal_lm_loss
+from axolotl.training.distributed import check_ranks_agree
+from axolotl.training.loss import causal_lm_loss_from_hidden, check_fused_loss_support, fused_loss
 from axolotl.training.model_card import write_model_card
 from axolotl.training.optimizer import OptimizationMixin
+from axolotl.training.parallel import check_engine, distributed_environment, distributed_problems, save_final_model
 from axolotl.training.plots import CURVES_NAME, write_training_curves
 from axolotl.training.progress import TrainingProgress, use_progress
 from axolotl.training.reward import (
@@ -93,6 +105,7 @@ class AxolotlTrainer(OptimizationMixin, Trainer):
         self.progress = use_progress(self)
         mode = offload_mode(axolotl_cfg)
         self.offload = ActivationOffload(self.model, mode) if mode is not None else None
+        self.fused_loss = fused_loss(axolotl_cfg)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.progress is not None:  # throughput keys, before log_history and the trackers see the log
@@ -108,11 +121,12 @@ class AxolotlTrainer(OptimizationMixin, Trainer):
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        """The chunked loss when configured; it returns no logits, so evaluation that wants
-        outputs (and any other caller asking for them) takes the stock path."""
-        if self.axolotl_cfg.chunked_cross_entropy and not return_outputs and "labels" in inputs:
-            return chunked_causal_lm_loss(model, inputs, num_items_in_batch, self.axolotl_cfg,
-                                          decoder_context=self.accelerator.autocast())
+        """The loss from hidden states (chunked, or a plugin's) when configured; it returns no
+        logits, so evaluation that wants outputs (and any other caller asking for them) takes the
+        stock path."""
+        if self.fused_loss is not None and not return_outputs and "labels" in inputs:
+            return causal_lm_loss_from_hidden(model, inputs, num_items_in_batch, self.fused_loss[1],
+                                              decoder_context=self.accelerator.autocast())
         return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                     num_items_in_batch=num_items_in_batch)
 
@@ -140,21 +154,31 @@ def build_trainer(cfg: AxolotlConfig, model: Any, tokenizer: Any, prepared: Prep
     loss and step accuracy for `process_reward_model` (`axolotl.training.reward`)."""
     if cfg.reward_model:
         return build_reward_trainer(cfg, model, tokenizer, prepared, args, callbacks)
-    return AxolotlTrainer(
+    trainer = AxolotlTrainer(
         model=model, args=args, train_dataset=prepared.train,
         eval_dataset=prepared.eval if args.eval_strategy != "no" else None,
         data_collator=padded_collator(cfg, tokenizer, cfg.sequence_len),
         processing_class=tokenizer, callbacks=list(callbacks), axolotl_cfg=cfg,
         **(process_reward_trainer_kwargs(model) if cfg.process_reward_model else {}),
     )
+    check_engine(trainer, cfg)  # FSDP/DeepSpeed really on (accelerate can drop them silently)
+    return trainer
 
 
 def preflight(cfg: AxolotlConfig) -> None:
     """Every refusal that needs no model or data, so a bad config fails in milliseconds."""
     check_trainer_support(cfg)
-    problems = head_problems(cfg)
+    try:
+        check_plugins(cfg)
+    except PluginError as error:
+        raise TrainingConfigError(str(error)) from None
+    problems = head_problems(cfg) + distributed_problems(cfg)
     if problems:
         raise TrainingConfigError("; ".join(problems))
+    if cfg.rl and str(cfg.rl) == "grpo":
+        from axolotl.training.grpo_args import check_grpo_config
+
+        check_grpo_config(cfg)
     optimizer_name(cfg)
     scheduler(cfg)
     gc_interval(cfg)
@@ -226,46 +250,75 @@ def _publish(trainer: Trainer, cfg: AxolotlConfig, metrics: dict[str, Any]) -> P
 
     Readers of output_dir see either the previous contents or the complete new ones, never a
     half-written model. Checkpoints and logs already in output_dir are moved (renamed) across.
+    Every rank calls this (FSDP and ZeRO-3 gather the weights collectively); the main process writes.
     """
     final = Path(cfg.output_dir).resolve()
-    staging = final.parent / f".{final.name}.staging-{os.getpid()}"
-    old = final.parent / f".{final.name}.old-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    trainer.save_model(str(staging))
-    save_resolved_config(cfg, staging)
-    _write_metrics(staging, metrics)
-    write_model_card(staging, cfg, metrics, trainer.args.world_size)
-    if final.exists():
-        for entry in final.iterdir():
-            if not (staging / entry.name).exists():
-                entry.rename(staging / entry.name)
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    run_id = _shared_run_id(trainer)
+    staging = final.parent / f".{final.name}.staging-{run_id}"
+    old = final.parent / f".{final.name}.old-{run_id}"
+    main = trainer.is_world_process_zero()
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    save_final_model(trainer, cfg, staging)
+    trainer.accelerator.wait_for_everyone()
+    if main:
+        save_resolved_config(cfg, staging)
+        _write_metrics(staging, metrics)
+        write_model_card(staging, cfg, metrics, trainer.args.world_size)
+        if final.exists():
+            for entry in final.iterdir():
+                if not (staging / entry.name).exists():
+                    entry.rename(staging / entry.name)
+            final.rename(old)
+        staging.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()  # no rank returns before the outputs are in place
     return final
+
+
+def _shared_run_id(trainer: Trainer) -> int:
+    """The main process's pid on every rank: the staging folder's name all ranks save into."""
+    if trainer.accelerator.num_processes == 1:
+        return os.getpid()
+    from accelerate.utils import broadcast_object_list
+
+    return int(broadcast_object_list([os.getpid()])[0])
 
 
 def train(cfg: AxolotlConfig, extra_callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
     """Fine-tune as `cfg` describes and write the outputs to `cfg.output_dir`.
 
     `extra_callbacks` lets tools observe the run (the throughput benchmark times each step)."""
+    check_ranks_agree(cfg)  # several processes: all resolved the same config (before any refusal)
     preflight(cfg)
+    if cfg.rl and str(cfg.rl) == "grpo":  # online RL: prompts, reward functions and TRL's GRPOTrainer
+        from axolotl.training.grpo import train_grpo
+
+        return train_grpo(cfg, extra_callbacks)
     if cfg.rl:  # DPO, KTO, ORPO, SimPO: preference data and TRL's trainers, the same outputs
         from axolotl.training.preference import train_preference
 
         return train_preference(cfg, extra_callbacks)
     os.environ.update(tracker_environment(cfg))
+    os.environ.update(distributed_environment(cfg))
     tokenizer = load_tokenizer(cfg)
     prepared = prepare_datasets_once_per_node(cfg, tokenizer)
     args = build_training_args(cfg, has_eval=prepared.eval is not None and len(prepared.eval) > 0)
     set_seed(args.seed)  # adapter initialisation and re-initialised weights draw from it
-    model = apply_adapter(cfg, load_model(cfg, tokenizer))
+    plugins = load_plugins(cfg)
+    before_model_load(cfg, plugins)
+    model = load_model(cfg, tokenizer)
+    after_model_load(cfg, plugins, model)  # e.g. Liger's kernels, wrapped by the adapter like the originals
+    model = apply_adapter(cfg, model)
+    apply_tiled_mlp(model, cfg)  # after the adapter (and its LoRA kernels): it wraps the final MLP forward
     qat_callbacks = apply_qat(model, qat_plan(cfg))  # fake quantisation, before compiling
-    if cfg.chunked_cross_entropy:
-        check_chunked_loss_support(cfg, model, args.world_size)
+    loss = fused_loss(cfg)
+    if loss is not None:
+        check_fused_loss_support(loss[0], model, args.world_size)
     compile_layers(model, cfg)
     callbacks, stopper, watchdog = _callbacks(cfg)
-    callbacks.extend([*qat_callbacks, *extra_callbacks])
+    callbacks.extend([*qat_callbacks, *plugin_callbacks(cfg), *extra_callbacks])
     trainer = build_trainer(cfg, model, tokenizer, prepared, args, callbacks)
     before_publish = (lambda: convert_qat(model)) if cfg.qat is not None else None  # a plain checkpoint;
     # `axolotl quantize` applies the same scheme to it
@@ -296,7 +349,5 @@ def run_and_publish(trainer: Trainer, cfg: AxolotlConfig, stopper: StopOnSignal,
         return TrainResult(output_dir, metrics, losses, interrupted=stopper.signal_name)
     if before_publish is not None:
         before_publish()
-    if trainer.is_world_process_zero():
-        _publish(trainer, cfg, metrics)
-    trainer.accelerator.wait_for_everyone()
+    _publish(trainer, cfg, metrics)
     return TrainResult(output_dir, metrics, losses)

@@ -2,12 +2,13 @@
 
 The config layer (`axolotl.config.support`) already refuses features no part of this build
 implements. This module adds the keys that belong to the trainer's scope but that this first
-trainer leaves out (distributed engines, RL methods, optimizer tricks, in-training generation,
+trainer leaves out (Ray launching, RL methods, optimizer tricks, in-training generation,
 ...). They are checked before the tokenizer, the data or the model are touched, so a refused
 run costs no time and never silently ignores a key.
 
 Every key of the training, precision, memory and checkpoint settings is either mapped in
-`axolotl.training.args` (or by the model/adapter/data layers) or listed here; see the table in
+`axolotl.training.args` (the distributed engines in `axolotl.training.parallel`; others by the
+model/adapter/data layers) or listed here; see the table in
 `MAPPED_ELSEWHERE` and `REFUSED`.
 """
 
@@ -31,17 +32,11 @@ def _on(value: Any) -> bool:
 
 REFUSED: dict[str, tuple[Check, str]] = {
     # methods other than SFT
-    "rl": (lambda v: v in ("grpo", "ebft"), "online RL (GRPO, EBFT); the preference methods dpo, ipo, kto, "
-           "orpo and simpo are supported"),
-    # distributed engines
-    "deepspeed": (_on, "DeepSpeed"),
-    "fsdp": (_on, "FSDP"),
-    "fsdp_config": (lambda v: v is not None, "FSDP"),
-    "fsdp_final_state_dict_type": (_on, "FSDP"),
-    "dp_shard_size": (_on, "sharded data parallelism"),
-    "dp_replicate_size": (_on, "hybrid data parallelism"),
-    "accelerator_config": (_on, "custom accelerate settings"),
-    "use_ray": (_on, "Ray launching"),
+    "rl": (lambda v: v == "ebft", "EBFT; the preference methods dpo, ipo, kto, orpo and simpo and online "
+           "GRPO are supported"),
+    # distributed engines (DDP, FSDP2, DeepSpeed: `axolotl.training.parallel`)
+    "use_ray": (_on, "Ray Train launching; start the processes with `--launcher torchrun` or `accelerate` "
+                "(multi-node: docs/multi_gpu.md)"),
     # optimizer and schedule extras
     "adam_beta3": (_on, "three-beta optimizers (CAME, AdEMAMix)"),
     "adam_epsilon2": (_on, "two-epsilon optimizers (CAME)"),
@@ -59,7 +54,6 @@ REFUSED: dict[str, tuple[Check, str]] = {
     # precision and memory extras
     "fp8_enable_fsdp_float8_all_gather": (_on, "FP8 all-gather"),
     "flex_attn_compile_kwargs": (_on, "compiling flex attention with custom options"),
-    "tiled_mlp_num_shards": (_on, "tiled MLP"),
     # data feeding the trainer cannot do yet
     "streaming": (_on, "streamed datasets in training"),
     "pretraining_dataset": (_on, "streamed pretraining datasets"),
@@ -77,10 +71,11 @@ REFUSED: dict[str, tuple[Check, str]] = {
 MAPPED_ELSEWHERE: dict[str, str] = {
     "gradient_checkpointing": "models.model", "gradient_checkpointing_kwargs": "models.model",
     "activation_offloading": "models.offload (run by the trainer)", "torch_compile": "models.compile",
-    "tiled_mlp": "models.model (refused there)", "fp32_norm_classes": "models.model (refused there)",
+    "tiled_mlp": "models.tiled_mlp", "tiled_mlp_num_shards": "models.tiled_mlp",
+    "fp32_norm_classes": "models.model (refused there)",
     "bfloat16": "models.precision", "float16": "models.precision", "float32": "models.precision",
-    "attn_implementation": "models.model", "lora_mlp_kernel": "models.adapters (refused there)",
-    "lora_qkv_kernel": "models.adapters (refused there)", "lora_o_kernel": "models.adapters (refused there)",
+    "attn_implementation": "models.model", "lora_mlp_kernel": "models.lora_kernels",
+    "lora_qkv_kernel": "models.lora_kernels", "lora_o_kernel": "models.lora_kernels",
     "lora_embedding_kernel": "models.adapters (refused there)",
 }
 """Keys of the audited modules that another layer maps (or refuses); documentation only."""
@@ -102,6 +97,10 @@ def trainer_refusals(cfg: AxolotlConfig) -> list[str]:
         messages.extend(reward_refusals(cfg))
     if cfg.rl and str(cfg.rl) in PREFERENCE_METHODS:
         messages.extend(preference_refusals(cfg))
+    if cfg.rl and str(cfg.rl) == "grpo":
+        from axolotl.training.grpo_args import grpo_refusals
+
+        messages.extend(grpo_refusals(cfg))
     return messages
 
 

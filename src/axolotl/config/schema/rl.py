@@ -98,7 +98,8 @@ class VllmConfig(ConfigModel):
     dtype: str | None = "auto"
     max_model_len: int | None = Field(default=None, gt=0)
     enable_prefix_caching: bool | None = None
-    host: str | None = "0.0.0.0"
+    host: str | None = "127.0.0.1"
+    """Address `axolotl vllm-serve` binds to: this machine only unless set (0.0.0.0 accepts remote trainers)."""
     port: int | None = Field(default=8000, gt=0, lt=65536)
     enable_reasoning: bool | None = None
     reasoning_parser: str | None = None
