@@ -138,7 +138,8 @@ def test_liger_trains_through_train_like_the_stock_run(tiny_llama_dir: Path, tmp
 @needs_cce
 def test_cut_cross_entropy_matches_the_plain_loss() -> None:
     """bf16 hidden states and head: loss and both gradients against the fp32 formula, bounded by
-    2x the error of the plain bf16 formula + 5e-3 (CCE also drops gradients of negligible logits)."""
+    2x the error of the plain bf16 formula + 5e-3 for the loss, + 5e-2 for the gradients: CCE drops
+    the gradients of logits under its filter, which near-uniform random logits mostly are."""
     from axolotl.integrations.cut_cross_entropy import cut_linear_cross_entropy
     from axolotl.kernels.chunked_ce import IGNORE_INDEX, linear_cross_entropy_reference
 
@@ -158,7 +159,8 @@ def test_cut_cross_entropy_matches_the_plain_loss() -> None:
     plain = run(linear_cross_entropy_reference, torch.bfloat16)
     cut = run(cut_linear_cross_entropy, torch.bfloat16)
     for index, (got, ref, truth) in enumerate(zip(cut, plain, exact)):
-        assert _rel(got, truth) <= 2 * _rel(ref, truth) + 5e-3, f"tensor {index} (0 = loss)"
+        slack = 5e-3 if index == 0 else 5e-2  # gradients: CCE's filter drops p < 2^-12 (2.3% measured on H100)
+        assert _rel(got, truth) <= 2 * _rel(ref, truth) + slack, f"tensor {index} (0 = loss)"
 
 
 @needs_cce
