@@ -103,3 +103,26 @@ def test_compile_mode_and_options_are_exclusive() -> None:
                "torch_compile_mode: max-autotune\ntorch_compile_options: {max_autotune: true}\n").cfg
     with pytest.raises(ValueError, match="either `torch_compile_mode` or `torch_compile_options`"):
         compile_kwargs(cfg)
+
+
+@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])
+def test_cuda_graph_modes_refuse_checkpointing(mode: str) -> None:
+    from axolotl.testing.configs import config_error
+
+    text = ("base_model: m\nlearning_rate: 1.0e-4\ndatasets: [{path: d.jsonl, type: alpaca}]\ntorch_compile: true\n"
+            f"torch_compile_mode: {mode}\ngradient_checkpointing: true\n")
+    error = config_error(text)
+    assert "torch_compile_mode" in str(error) and "gradient_checkpointing" in str(error)
+    assert load(text.replace("gradient_checkpointing: true\n", "")).cfg.torch_compile_mode == mode
+
+
+def test_cuda_graph_steps_are_marked_only_under_cuda_graph_modes(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    from axolotl.training.sft import AxolotlTrainer
+
+    for mode, expected in (("reduce-overhead", torch.cuda.is_available()), ("default", False)):
+        cfg = make_cfg(tiny_llama_dir, tmp_path, mode, rows=4, extra=f"torch_compile: true\ntorch_compile_mode: {mode}\n")
+        from transformers import AutoModelForCausalLM, TrainingArguments
+
+        trainer = AxolotlTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+                                 args=TrainingArguments(output_dir=str(tmp_path / mode), report_to=[]), axolotl_cfg=cfg)
+        assert trainer.marks_graph_steps is expected

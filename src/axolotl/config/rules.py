@@ -406,3 +406,15 @@ def ebft_rules(cfg: AxolotlConfig) -> Iterator[ConfigIssue]:
         yield ConfigIssue(("ebft", "n_samples_per_prompt"), f"`{ebft.advantage_estimator}` needs at least 2 samples",
                           hint="raise n_samples_per_prompt, or use `advantage_estimator: reinforce`",
                           value=ebft.n_samples_per_prompt, severity="warning")
+
+
+@rule
+def cuda_graphs_without_checkpointing(cfg: AxolotlConfig) -> Iterator[ConfigIssue]:
+    """CUDA graphs cannot record the recompute of checkpointed layers: torch 2.11 stops at the
+    first backward ("graph recording observed an input tensor deallocate"), measured on an H100."""
+    mode = cfg.torch_compile_mode
+    if cfg.torch_compile and mode in ("reduce-overhead", "max-autotune") and cfg.gradient_checkpointing:
+        yield ConfigIssue(("torch_compile_mode",), f"`torch_compile_mode: {mode}` records CUDA graphs, which "
+                          "cannot replay gradient checkpointing's recompute", value=mode,
+                          hint="use `torch_compile_mode: default` (or leave it unset) with `gradient_checkpointing`",
+                          related=(("gradient_checkpointing",),))

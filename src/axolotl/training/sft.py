@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -106,6 +107,8 @@ class AxolotlTrainer(OptimizationMixin, Trainer):
         mode = offload_mode(axolotl_cfg)
         self.offload = ActivationOffload(self.model, mode) if mode is not None else None
         self.fused_loss = fused_loss(axolotl_cfg)
+        self.marks_graph_steps = bool(axolotl_cfg.torch_compile) and axolotl_cfg.torch_compile_mode in (
+            "reduce-overhead", "max-autotune") and torch.cuda.is_available()
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.progress is not None:  # throughput keys, before log_history and the trackers see the log
@@ -113,7 +116,13 @@ class AxolotlTrainer(OptimizationMixin, Trainer):
         super().log(logs, start_time)
 
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
-        """With activation offloading, what the forward saves for backward waits in CPU RAM."""
+        """With activation offloading, what the forward saves for backward waits in CPU RAM.
+
+        Under CUDA graphs (`torch_compile_mode: reduce-overhead` / `max-autotune`) each micro-step
+        is marked as a new iteration: the layers are graphed one by one, so without the mark the
+        graph trees see the previous step's backward as pending and replay on their slow path."""
+        if self.marks_graph_steps:
+            torch.compiler.cudagraph_mark_step_begin()
         if self.offload is None:
             return super().training_step(*args, **kwargs)
         with self.offload:
