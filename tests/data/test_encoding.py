@@ -11,6 +11,7 @@ import pytest
 from axolotl.data.encoding import encode_batch
 from axolotl.testing import alpaca_rows
 
+
 @pytest.fixture(scope="module")
 def tiny_tokenizer(tiny_tokenizer_dir: Path) -> Any:
     from transformers import AutoTokenizer

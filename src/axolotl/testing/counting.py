@@ -7,7 +7,7 @@ from typing import Any
 
 class CountingTokenizer:
     """Delegates everything to `inner`; `calls` counts batched encodes, whether made through the
-    tokenizer's `__call__` or straight through its Rust backend's `encode_batch`."""
+    tokenizer's `__call__` or straight through its Rust backend's `encode_batch(_fast)`."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -34,6 +34,10 @@ class _CountingBackend:
     def encode_batch(self, *args: Any, **kwargs: Any) -> Any:
         self.owner.calls += 1
         return self.inner.encode_batch(*args, **kwargs)
+
+    def encode_batch_fast(self, *args: Any, **kwargs: Any) -> Any:
+        self.owner.calls += 1
+        return self.inner.encode_batch_fast(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
