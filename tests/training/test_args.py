@@ -119,8 +119,6 @@ def test_group_by_length(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("dataset_type", "extra"), [
-    ("rewards.ebft_transform", "rl: ebft\n"),
-    ("alpaca", "use_ray: true\n"),
     ("alpaca", "adam_beta3: 0.9999\n"), ("alpaca", "adam_epsilon2: 1e-16\n"),
     ("alpaca", "eval_causal_lm_metrics: [sacrebleu]\n"),
     ("alpaca", "do_causal_lm_eval: true\n"), ("alpaca", "save_safetensors: false\n"),

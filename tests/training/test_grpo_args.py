@@ -103,12 +103,8 @@ def test_vllm_colocate_mode_takes_the_engine_sizes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("key", sorted(ASYNC_REFUSED))
 def test_unbuilt_trl_features_are_refused_by_name(key: str) -> None:
-    values = {"prefetch_depth": 2, "streaming_min_groups": 1, "replay_buffer_size": 10, "replay_recompute_logps": False,
-              "reroll_start_fraction": 0.5, "reroll_max_groups": 2}
-    trl = {key: values.get(key, True)}
+    trl: dict[str, Any] = {key: {"prefetch_depth": 2}.get(key, True)}
     extra = {"adapter": "lora"} if key == "vllm_lora_sync" else {}
-    if key in ("async_prefetch", "streaming_partial_batch", "replay_buffer_size"):
-        trl["use_data_producer"] = True  # the config rule asks for the producer first
     if key == "vllm_lora_sync":
         trl["use_vllm"] = True
     cfg = cfg_of(trl, **extra)
@@ -175,3 +171,51 @@ def test_use_vllm_without_vllm_names_the_extra() -> None:
 def test_vllm_keys_that_would_be_ignored_are_config_errors(trl: dict[str, Any], path: str) -> None:
     error = config_error(text(trl))
     assert path in str(error)
+
+
+def test_data_producer_keys_are_accepted_with_the_transformers_backend(tmp_path: Path) -> None:
+    trl = {"use_data_producer": True, "async_prefetch": True, "prefetch_depth": 2, "vllm_sync_interval": 2,
+           "vllm_importance_sampling_mode": "token_truncate", "vllm_importance_sampling_cap": 2.0}
+    cfg = cfg_of(trl)
+    assert grpo_refusals(cfg) == []
+    args = build_grpo_args(cfg.model_copy(update={"output_dir": str(tmp_path)}), has_eval=False)
+    assert (args.vllm_importance_sampling_mode, args.vllm_importance_sampling_clip_max) == ("token_truncate", 2.0)
+    assert args.use_vllm is False
+
+
+@pytest.mark.parametrize(("trl", "top", "fragment"), [
+    ({"use_vllm": True}, {}, "`trl.use_vllm`"),
+    ({"rollout_func": "rollouts.mine"}, {}, "`trl.rollout_func`"),
+    ({}, {"deepspeed": "zero2.json"}, "`deepspeed / fsdp`"),
+])
+def test_data_producer_refuses_what_it_cannot_drive(trl: dict[str, Any], top: dict[str, Any], fragment: str) -> None:
+    messages = grpo_refusals(cfg_of({"use_data_producer": True, **trl}, **top))
+    assert any(fragment in m and "use_data_producer" in m for m in messages), messages
+
+
+def test_prefetch_depth_needs_async_prefetch() -> None:
+    assert "trl.prefetch_depth" in str(config_error(text({"use_data_producer": True, "prefetch_depth": 1})))
+    assert load(text({"use_data_producer": True, "async_prefetch": True, "prefetch_depth": 0})).cfg.trl.prefetch_depth == 0
+
+
+def test_streaming_reroll_and_replay_are_accepted_with_their_companions() -> None:
+    trl = {"use_data_producer": True, "streaming_partial_batch": True, "streaming_min_groups": 2,
+           "replay_buffer_size": 8, "replay_recompute_logps": False, "reroll_start_fraction": 0.5,
+           "reroll_max_groups": 2}
+    assert grpo_refusals(cfg_of(trl)) == []
+
+
+@pytest.mark.parametrize("key", ["streaming_min_groups", "replay_recompute_logps", "reroll_max_groups"])
+def test_companion_keys_without_their_feature_are_config_errors(key: str) -> None:
+    value = {"streaming_min_groups": 2, "replay_recompute_logps": False, "reroll_max_groups": 3}[key]
+    error = str(config_error(text({key: value})))
+    assert f"trl.{key}" in error and "has no effect without" in error
+
+
+@pytest.mark.parametrize("feature", [{"streaming_partial_batch": True, "use_data_producer": True},
+                                     {"reroll_start_fraction": 0.0}])
+@pytest.mark.parametrize("batch_wide", [{"scale_rewards": "batch"}, {"multi_objective_aggregation": "normalize_then_sum"}])
+def test_partial_scoring_refuses_batch_wide_reward_statistics(feature: dict[str, Any], batch_wide: dict[str, Any]) -> None:
+    messages = grpo_refusals(cfg_of({**feature, **batch_wide}))
+    key, setting = next(iter(feature)), next(iter(batch_wide))
+    assert len(messages) == 1 and f"`trl.{key}`" in messages[0] and setting in messages[0], messages

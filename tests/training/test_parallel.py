@@ -128,10 +128,11 @@ def test_deepspeed_path_and_dict_are_passed_through(tmp_path: Path) -> None:
     assert inline == {"deepspeed": {"zero_optimization": {"stage": 2}}}
 
 
-def test_the_engines_are_no_longer_refused_but_ray_is() -> None:
-    for extra in (FSDP, "deepspeed: ds.json\n", "accelerator_config:\n  even_batches: false\n"):
+def test_the_engines_and_ray_are_no_longer_refused() -> None:
+    """`use_ray` is the command's business (axolotl.cli.ray_launch): `train` runs inside each Ray worker."""
+    for extra in (FSDP, "deepspeed: ds.json\n", "accelerator_config:\n  even_batches: false\n",
+                  "use_ray: true\nray_num_workers: 2\n"):
         assert trainer_refusals(cfg_of(extra)) == []
-    assert "`use_ray` is not supported yet" in trainer_refusals(cfg_of("use_ray: true\n"))[0]
 
 
 def test_accelerator_config_is_passed_and_checked(tmp_path: Path) -> None:

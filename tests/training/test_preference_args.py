@@ -158,11 +158,10 @@ def test_label_smoothing_is_accepted_by_the_losses_that_read_it() -> None:
         assert preference_refusals(cfg_of("dpo", f"dpo_loss_type: {losses}\ndpo_label_smoothing: 0.01\n")) == []
 
 
-def test_ebft_stays_refused_and_grpo_is_trained() -> None:
+def test_ebft_and_grpo_are_trained() -> None:
     cfg = load("base_model: m\nlearning_rate: 1e-5\nrl: ebft\n"
                "datasets:\n  - path: d.jsonl\n    type: rewards.t\n").cfg
-    with pytest.raises(NotSupportedYet, match="`rl` is not supported yet.*EBFT"):
-        check_trainer_support(cfg)
+    check_trainer_support(cfg)
     grpo = load("base_model: m\nlearning_rate: 1e-5\nrl: grpo\ntrl:\n  reward_funcs: [rewards.f]\n"
                 "datasets:\n  - path: d.jsonl\n    type: rewards.t\n").cfg
     check_trainer_support(grpo)

@@ -178,7 +178,8 @@ def train(
     """Fine-tune a model as the config describes and save it (with tokenizer, config, metrics.json).
 
     Overrides such as `--resume-from-checkpoint out/checkpoint-100` are applied first; arguments after
-    `--` go to the launcher (`--launcher torchrun -- --nproc_per_node 2`). Exit code 1 for a bad
+    `--` go to the launcher (`--launcher torchrun -- --nproc_per_node 2`). `--use-ray` (or `use_ray: true`)
+    trains on `ray_num_workers` Ray Train workers instead (needs the `ray` extra). Exit code 1 for a bad
     config, data or a failed run; 2 for a feature that is not supported yet.
     """
     from axolotl.cli.train import run

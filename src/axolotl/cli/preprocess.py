@@ -4,7 +4,7 @@ datasets (legacy: `python -m axolotl.cli.preprocess config.yml`)."""
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from axolotl.cli.output import legacy_main, load_or_report
 
@@ -26,6 +26,8 @@ def run(config: str, overrides: Sequence[str] = (), debug: bool = False, debug_n
     if debug:
         print(f"# resolved config\n{resolved_yaml(cfg)}", file=sys.stderr)
     grpo = cfg.rl is not None and str(cfg.rl) == "grpo"
+    ebft = cfg.rl is not None and str(cfg.rl) == "ebft"
+    strided = ebft and cfg.ebft is not None and cfg.ebft.mode == "strided"
     try:
         tokenizer = load_tokenizer(cfg)
         preference = preference_kind(cfg) is not None
@@ -33,6 +35,10 @@ def run(config: str, overrides: Sequence[str] = (), debug: bool = False, debug_n
             from axolotl.data.grpo import prepare_grpo_datasets
 
             prepared = prepare_grpo_datasets(cfg, tokenizer)
+        elif ebft:
+            from axolotl.data.ebft import prepare_ebft_datasets
+
+            prepared = prepare_ebft_datasets(cfg, tokenizer)
         else:
             prepared = (prepare_preference_datasets if preference else prepare_datasets)(cfg, tokenizer)
     except DataError as error:
@@ -40,7 +46,7 @@ def run(config: str, overrides: Sequence[str] = (), debug: bool = False, debug_n
         return 1
     state = "reused" if prepared.stats.reused_cache else "saved"
     print(render_stats(prepared.stats))
-    if debug and grpo:
+    if debug and (grpo or (ebft and not strided)):  # prompts as generation sees them, with their other columns
         from axolotl.data.grpo import render_grpo_examples
 
         print(render_grpo_examples(tokenizer, prepared.train, debug_num_examples, cfg.trl.chat_template_kwargs))

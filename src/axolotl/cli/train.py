@@ -2,7 +2,8 @@
 (legacy: `python -m axolotl.cli.train config.yml`).
 
 Several visible GPUs (or `--launcher torchrun|accelerate`) re-run this command as one process per
-GPU (`axolotl.cli.launch`); each of them runs `run` in-process.
+GPU (`axolotl.cli.launch`); each of them runs `run` in-process. `use_ray: true` makes this process
+Ray Train's driver instead (`axolotl.cli.ray_launch`); each Ray worker runs `train_here`.
 
 Exit codes: 0 trained and saved; 1 the config or the data is wrong, or training failed;
 2 the config asks for something not supported yet (checked before anything is loaded);
@@ -13,9 +14,20 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from axolotl.cli.launch import LaunchError, is_main_rank, one_process_note, plan_launch, run_launch
+from axolotl.cli.launch import (
+    LaunchError,
+    inside_launched_process,
+    is_main_rank,
+    one_process_note,
+    plan_launch,
+    run_launch,
+)
 from axolotl.cli.output import legacy_main, load_or_report
+
+if TYPE_CHECKING:
+    from axolotl.config.schema import AxolotlConfig
 
 EXIT_NOT_SUPPORTED = 2
 EXIT_INTERRUPTED = 130
@@ -38,18 +50,26 @@ def run(config: str, overrides: Sequence[str] = (), launcher: str | None = None,
     if loaded is None:
         return 1
     from axolotl.config.render import resolved_yaml
-    from axolotl.data.errors import DataError
     from axolotl.training.args import TrainingConfigError
     from axolotl.training.distributed import RanksDisagree, check_ranks_agree
-    from axolotl.training.sft import TrainingError, preflight, train
+    from axolotl.training.sft import preflight
     from axolotl.training.support import NotSupportedYet
 
     cfg = loaded.cfg
-    if launch is None and is_main_rank():
+    if cfg.use_ray:
+        from axolotl.cli.ray_launch import ray_refusals
+
+        refused = ray_refusals(cfg, launcher, launcher_args, inside_launched_process())
+        if refused:
+            print(f"error: {config}: " + "; ".join(refused), file=sys.stderr)
+            return EXIT_NOT_SUPPORTED
+        launch = None  # Ray starts the processes, even where several GPUs would choose torchrun
+    in_process = launch is None and not cfg.use_ray
+    if in_process and is_main_rank():
         print(f"# resolved config ({loaded.environment.describe()}); also saved as "
               f"{cfg.output_dir}/axolotl_config.yml\n{resolved_yaml(cfg)}", file=sys.stderr)
     try:
-        if launch is None:
+        if in_process:
             check_ranks_agree(cfg)  # before any refusal, so no rank waits for one that already stopped
         preflight(cfg)
     except RanksDisagree as error:
@@ -58,23 +78,39 @@ def run(config: str, overrides: Sequence[str] = (), launcher: str | None = None,
     except (NotSupportedYet, TrainingConfigError) as error:
         print(f"error: {config}: {error}", file=sys.stderr)
         return EXIT_NOT_SUPPORTED if "not supported yet" in str(error) else 1
-    if launch is not None:  # checked here, so a refused config fails once and fast; the processes load it again
+    # checked here, so a refused config fails once and fast; the processes load it again
+    if cfg.use_ray:
+        from axolotl.cli.ray_launch import run_with_ray
+
+        return run_with_ray(loaded, config, overrides)
+    if launch is not None:
         return run_launch(launch, "train", config, overrides)
+    code, message = train_here(config, cfg)
+    if code != 0:
+        print(message, file=sys.stderr)
+    elif is_main_rank():
+        print(message)
+    return code
+
+
+def train_here(config: str, cfg: AxolotlConfig) -> tuple[int, str]:
+    """Train in this process -> (exit code, the line to print: where the model went, or what stopped it).
+
+    Returned rather than printed so a Ray worker can hand the line to its driver."""
+    from axolotl.data.errors import DataError
+    from axolotl.training.args import TrainingConfigError
+    from axolotl.training.sft import TrainingError, train
+
     try:
         result = train(cfg)
     except NotImplementedError as error:  # refusals of the model/adapter layers
-        print(f"error: {config}: {error}", file=sys.stderr)
-        return EXIT_NOT_SUPPORTED
+        return EXIT_NOT_SUPPORTED, f"error: {config}: {error}"
     except (DataError, TrainingError, TrainingConfigError, ValueError, ImportError, FileNotFoundError) as error:
-        print(f"error: {config}: {error}", file=sys.stderr)
-        return 1
+        return 1, f"error: {config}: {error}"
     if result.interrupted:
-        print(f"stopped by {result.interrupted}; the last checkpoint is in {result.output_dir}; resume with "
-              f"`--resume-from-checkpoint {result.output_dir}/checkpoint-<step>`", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if is_main_rank():
-        print(f"model saved to {result.output_dir}")
-    return 0
+        return EXIT_INTERRUPTED, (f"stopped by {result.interrupted}; the last checkpoint is in {result.output_dir}; "
+                                  f"resume with `--resume-from-checkpoint {result.output_dir}/checkpoint-<step>`")
+    return 0, f"model saved to {result.output_dir}"
 
 
 def split_launcher(args: Sequence[str]) -> tuple[list[str], str | None, list[str]]:

@@ -362,6 +362,17 @@ def online_rl(cfg: AxolotlConfig) -> Iterator[ConfigIssue]:
     if async_keys and not trl.use_data_producer:
         yield ConfigIssue(("trl", async_keys[0]), "needs `trl.use_data_producer: true`",
                           hint="the async pipeline runs on the data producer")
+    if trl.prefetch_depth is not None and not trl.async_prefetch:
+        yield ConfigIssue(("trl", "prefetch_depth"), "sets how far `trl.async_prefetch` generates ahead, but "
+                          "async_prefetch is off", hint="set `trl.async_prefetch: true`, or remove prefetch_depth",
+                          related=(("trl", "async_prefetch"),))
+    for key, needs, on in (("streaming_min_groups", "streaming_partial_batch", trl.streaming_partial_batch),
+                           ("replay_recompute_logps", "replay_buffer_size", trl.replay_buffer_size),
+                           ("reroll_max_groups", "reroll_start_fraction", trl.reroll_start_fraction < 1.0)):
+        # a saved resolved config writes the defaults out: only a value other than the default counts
+        if trl.explicitly_set(key) and getattr(trl, key) != type(trl).model_fields[key].default and not on:
+            yield ConfigIssue(("trl", key), f"has no effect without `trl.{needs}`",
+                              hint=f"set `trl.{needs}`, or remove {key}", related=(("trl", needs),))
     if trl.vllm_lora_sync and not cfg.adapter:
         yield ConfigIssue(("trl", "vllm_lora_sync"), "syncs a LoRA adapter, but no adapter is configured",
                           hint="set `adapter: lora`, or turn vllm_lora_sync off for full weight sync")
@@ -371,16 +382,23 @@ VLLM_ONLY_TRL_KEYS = ("vllm_mode", "vllm_guided_decoding_regex", "vllm_enable_sl
                       "vllm_lora_sync", "vllm_importance_sampling_correction", "vllm_importance_sampling_mode",
                       "vllm_importance_sampling_cap", "vllm_server_host", "vllm_server_port", "vllm_server_timeout")
 """`trl:` keys that only the vLLM generation backend reads."""
+PRODUCER_TRL_KEYS = ("vllm_sync_interval", "vllm_importance_sampling_correction", "vllm_importance_sampling_mode",
+                     "vllm_importance_sampling_cap")
+"""...except these, which the transformers backend's data producer (`trl.use_data_producer`) reads too."""
 
 
 @rule
 def grpo_generation_backend(cfg: AxolotlConfig) -> Iterator[ConfigIssue]:
-    """GRPO keys that would be ignored by the generation backend the config selects."""
-    if cfg.rl != RLType.GRPO:
+    """GRPO keys (and structured EBFT's, which runs the GRPO loop) that would be ignored by the
+    generation backend the config selects."""
+    structured_ebft = cfg.rl == RLType.EBFT and (cfg.ebft is None or cfg.ebft.mode == "structured")
+    if cfg.rl != RLType.GRPO and not structured_ebft:
         return
     trl = cfg.trl
     if not trl.use_vllm:
         for key in VLLM_ONLY_TRL_KEYS:
+            if trl.use_data_producer and key in PRODUCER_TRL_KEYS:
+                continue
             if trl.explicitly_set(key) and getattr(trl, key) not in (None, False):
                 yield ConfigIssue(("trl", key), "configures vLLM generation, but `trl.use_vllm` is false",
                                   hint="set `trl.use_vllm: true`, or remove the key to generate with transformers",
@@ -394,18 +412,7 @@ def grpo_generation_backend(cfg: AxolotlConfig) -> Iterator[ConfigIssue]:
                           value=trl.vllm_sync_interval, related=(("trl", "vllm_enable_sleep_mode"),))
 
 
-@rule
-def ebft_rules(cfg: AxolotlConfig) -> Iterator[ConfigIssue]:
-    ebft = cfg.ebft
-    if cfg.rl != RLType.EBFT or ebft is None or ebft.mode != "strided":
-        return
-    if cfg.activation_offloading and cfg.attn_implementation == "flex_attention":
-        yield ConfigIssue(("activation_offloading",), "strided EBFT with flex attention cannot offload activations",
-                          hint="remove activation_offloading")
-    if ebft.advantage_estimator in ("rloo", "group_norm") and ebft.n_samples_per_prompt < 2:
-        yield ConfigIssue(("ebft", "n_samples_per_prompt"), f"`{ebft.advantage_estimator}` needs at least 2 samples",
-                          hint="raise n_samples_per_prompt, or use `advantage_estimator: reinforce`",
-                          value=ebft.n_samples_per_prompt, severity="warning")
+from axolotl.config import ebft_rules as _ebft_rules  # noqa: E402,F401 - registers EBFT's rules (it imports `rule`)
 
 
 @rule

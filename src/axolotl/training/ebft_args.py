@@ -10,6 +10,7 @@ silently ignore (the other mode's `ebft:` keys, `trl:` in strided mode) are conf
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from axolotl.training.grpo_args import TOP_LEVEL_REFUSED, check_grpo_config, grpo_refusals
@@ -53,6 +54,9 @@ def ebft_refusals(cfg: AxolotlConfig) -> list[str]:
     if cfg.attn_implementation == "flex_attention" and not _has_cuda():
         messages.append("`flex_attention: true` is not supported yet with strided `rl: ebft` without a GPU (torch has "
                         "no flex_attention backward on CPU); use `sdp_attention: true` there")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        messages.append("strided `rl: ebft` on several processes is not supported yet (it runs on one device; the "
+                        "policy is called outside the DDP wrapper, so gradients would not be synchronised)")
     if cfg.val_set_size or cfg.test_datasets:
         messages.append("evaluation (`val_set_size` / `test_datasets`) is not supported yet with strided `rl: ebft`")
     if cfg.eval_sequence_len not in (None, cfg.sequence_len):
@@ -64,3 +68,14 @@ def check_ebft_config(cfg: AxolotlConfig) -> None:
     """Structured mode: GRPO's own up-front checks (generation batch, eval batch, vLLM installed)."""
     if _mode(cfg) == "structured":
         check_grpo_config(cfg)
+
+
+def train_ebft(cfg: AxolotlConfig, extra_callbacks: Any = ()) -> Any:
+    """`axolotl.training.sft.train` for `rl: ebft` (after `preflight`): the mode picks the trainer."""
+    if _mode(cfg) == "strided":
+        from axolotl.training.ebft_strided_trainer import train_ebft_strided
+
+        return train_ebft_strided(cfg, extra_callbacks)
+    from axolotl.training.ebft_structured import train_ebft_structured
+
+    return train_ebft_structured(cfg, extra_callbacks)

@@ -17,7 +17,7 @@ copy taken before the first step. With `n_samples_per_prompt: 1` the advantage i
 itself (REINFORCE) and the diversity term is off, whatever the config says.
 
 Logged with every training log: `ebft/alignment`, `ebft/diversity`, `ebft/cfm_loss`,
-`ebft/reward` (averaged over the interval's documents and, with several processes, ranks),
+`ebft/reward` (averaged over the interval's documents),
 `ebft/rl_loss`, `ebft/ce_loss` (when `ce_coef` > 0) and `ebft/blocks` (rollout blocks per
 document); throughput counts document tokens.
 """
@@ -141,19 +141,12 @@ class AxolotlEBFTStridedTrainer(OptimizationMixin, Trainer):
         training = "loss" in logs and "train_loss" not in logs
         if training:
             self.buffer.flush_into(logs)
-            if self.args.world_size > 1:
-                self._average_over_ranks(logs)
         if self.progress is not None:
             self.progress.annotate(logs, self.state, self.args.world_size)
         super().log(logs, start_time)
         if training:
             print_ebft_line(logs, self.is_world_process_zero())
 
-    def _average_over_ranks(self, logs: dict[str, float]) -> None:
-        keys = [key for key in EXTRA_KEYS if key in logs]
-        values = torch.tensor([logs[key] for key in keys], device=self.accelerator.device)
-        values = self.accelerator.reduce(values, reduction="mean")
-        logs.update({key: float(value) for key, value in zip(keys, values.tolist())})
 
 
 def build_strided_args(cfg: AxolotlConfig) -> TrainingArguments:

@@ -26,9 +26,9 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import TrainerCallback, set_seed
@@ -39,7 +39,7 @@ from axolotl.models.compile import compile_layers
 from axolotl.models.model import load_model
 from axolotl.models.tokenizer import load_tokenizer
 from axolotl.training.args import tracker_environment
-from axolotl.training.ebft_metrics import MetricBuffer, breakdown_metrics, print_ebft_line
+from axolotl.training.ebft_metrics import breakdown_metrics, print_ebft_line
 from axolotl.training.ebft_reward import feature_rewards, layer_indices, pool
 from axolotl.training.ebft_strided import decoder_and_head
 from axolotl.training.grpo import AxolotlGRPOTrainer, LoggedKeys, load_rollout_func
@@ -140,7 +140,6 @@ class AxolotlEBFTTrainer(AxolotlGRPOTrainer):
         ebft_reward.feature_model = self.model if ebft_reward.disable_adapter else \
             copy.deepcopy(self.model).requires_grad_(False).eval()
         self.ebft_settings = ebft_reward.settings
-        self.ebft_buffer = MetricBuffer()
 
     def completion_budget(self, inputs: list[dict[str, Any]]) -> int:
         """Tokens this batch may generate (`adaptive_max_tokens`, see the module docstring)."""

@@ -30,8 +30,12 @@ mapping) and adds the `trl:` keys. Unset keys keep TRL 1.16's defaults (noted in
 
 Done by our trainer (`axolotl.training.grpo`), not TRL: `reward_funcs` (loaded by
 `axolotl.training.rewards`), `reward_num_workers`, `rollout_func`, `skip_zero_advantage_batches`,
-`vllm_sync_interval`. Used by data preparation: `max_prompt_len` / `sequence_len` (prompt length
-rule), `skip_prepare_dataset`. Fixed: `gradient_checkpointing=False` (the model loader sets it up;
+`vllm_sync_interval`, streaming scoring, re-rolling and the replay buffer (`streaming_partial_batch`,
+`streaming_min_groups`, `reroll_start_fraction`, `reroll_max_groups`, `replay_buffer_size`,
+`replay_recompute_logps`, `axolotl.training.grpo_mixing`), and the data producer (`use_data_producer`,
+`async_prefetch`, `prefetch_depth`, `axolotl.training.grpo_pipeline`), which also passes the importance-sampling mode and cap without
+`use_vllm`. Used by data preparation: `max_prompt_len` / `sequence_len` (prompt length rule),
+`skip_prepare_dataset`. Fixed: `gradient_checkpointing=False` (the model loader sets it up;
 its kwargs are passed so TRL can pause and resume it), `include_num_input_tokens_seen="no"` (TRL
 counts prompt + completion tokens itself). `vllm:` configures `axolotl vllm-serve`.
 """
@@ -68,6 +72,9 @@ VLLM_KEYS = {
 }
 """`trl:` key -> GRPOConfig field, for the vLLM generation backend."""
 
+PRODUCER_IS_KEYS = ("vllm_importance_sampling_mode", "vllm_importance_sampling_cap", "use_bias_correction_kl")
+"""`trl:` keys of TRL's vLLM importance-sampling correction that the data producer's correction reads."""
+
 TRL_DEFAULT_NUM_GENERATIONS = 8
 COLOCATE_VLLM_KEYS = frozenset({"gpu_memory_utilization", "max_model_len", "tensor_parallel_size"})
 """`vllm:` keys that reach the engine TRL starts inside the trainer in colocate mode."""
@@ -77,16 +84,15 @@ def _on(value: Any) -> bool:
     return value not in (None, False, "", [], {}, 0)
 
 
-ASYNC_REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
+PRODUCER_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "use_data_producer": (_on, "the data-producer protocol"),
     "async_prefetch": (_on, "generating the next batch in a background thread"),
     "prefetch_depth": (lambda v: v is not None, "generating batches ahead"),
-    "streaming_partial_batch": (_on, "scoring prompt groups incrementally"),
-    "streaming_min_groups": (lambda v: v is not None, "scoring prompt groups incrementally"),
-    "replay_buffer_size": (_on, "the replay buffer"),
-    "replay_recompute_logps": (lambda v: v is False, "the replay buffer"),
-    "reroll_start_fraction": (lambda v: v < 1.0, "re-rolling failed prompts"),
-    "reroll_max_groups": (lambda v: v != 1, "re-rolling failed prompts"),
+}
+"""`trl:` keys of the data producer (`axolotl.training.grpo_pipeline`): built for `rl: grpo` with the
+transformers backend; refused elsewhere (structured EBFT runs its own trainer)."""
+
+ASYNC_REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "vllm_lora_sync": (_on, ("LoRA adapter sync through the filesystem (TRL 1.16 pushes the adapter merged into "
                              "the weights over NCCL: remove the key to use that)")),
     "use_liger_loss": (_on, "the Liger fused GRPO loss (TRL 1.16 computes log-probs in chunks already)"),
@@ -111,11 +117,57 @@ TOP_LEVEL_REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
 """Top-level key -> (is it turned on?, the feature it asks for), refused with `rl: grpo`."""
 
 
+def producer_refusals(cfg: AxolotlConfig) -> list[str]:
+    """What the data producer (`trl.use_data_producer`) cannot be combined with yet."""
+    trl = cfg.trl
+    if str(cfg.rl) != "grpo":
+        return [f"`trl.{key}` is not supported yet with `rl: grpo` ({feature})"
+                for key, (is_on, feature) in PRODUCER_KEYS.items() if is_on(getattr(trl, key))]
+    if not trl.use_data_producer:
+        return []
+    clash = {
+        "trl.use_vllm": (trl.use_vllm, ("generation through vLLM (the producer generates with a copy of the "
+                                        "policy on the transformers backend)")),
+        "trl.rollout_func": (trl.rollout_func, "a custom rollout function"),
+        "deepspeed / fsdp": (cfg.deepspeed or cfg.fsdp or cfg.fsdp_config is not None,
+                             "sharded models (the producer's copy of the policy is unsharded)"),
+    }
+    return [f"`trl.use_data_producer` is not supported yet with `{key}` ({feature})"
+            for key, (value, feature) in clash.items() if value]
+
+
+MIXING_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "streaming_partial_batch": (_on, "scoring prompt groups incrementally"),
+    "replay_buffer_size": (_on, "the replay buffer"),
+    "reroll_start_fraction": (lambda v: v < 1.0, "re-rolling failed prompts"),
+}
+"""`trl:` keys of `axolotl.training.grpo_mixing`: built for `rl: grpo` only (structured EBFT runs its
+own trainer); their companion keys are checked by the config rules."""
+
+
+def mixing_refusals(cfg: AxolotlConfig) -> list[str]:
+    """Outside `rl: grpo` the mixing keys are refused. Streaming scoring and re-rolling score parts of
+    a batch on their own (`grpo_mixing`), so batch-wide reward statistics would change meaning."""
+    trl = cfg.trl
+    if str(cfg.rl) != "grpo":
+        return [f"`trl.{key}` is not supported yet with `rl: grpo` ({feature})"
+                for key, (is_on, feature) in MIXING_KEYS.items() if is_on(getattr(trl, key))]
+    features = [key for key, on in (("streaming_partial_batch", trl.streaming_partial_batch),
+                                    ("reroll_start_fraction", trl.reroll_start_fraction < 1.0)) if on]
+    batch_wide = [setting for setting, on in (("scale_rewards: batch", trl.scale_rewards == "batch"),
+                                              ("multi_objective_aggregation: normalize_then_sum",
+                                               trl.multi_objective_aggregation == "normalize_then_sum")) if on]
+    return [f"`trl.{key}` is not supported yet with `trl.{setting}` (it scores part of a batch on its own, and "
+            "this setting normalises rewards over the whole batch)" for key in features for setting in batch_wide]
+
+
 def grpo_refusals(cfg: AxolotlConfig) -> list[str]:
     """One message per key of `cfg` that GRPO training cannot honour yet."""
-    messages = [f"`trl.{key}` is not supported yet with `rl: grpo` ({feature})"
-                for key, (is_on, feature) in ASYNC_REFUSED.items()
-                if is_on(getattr(cfg.trl, key)) and (key != "reroll_max_groups" or cfg.trl.explicitly_set(key))]
+    messages = producer_refusals(cfg)
+    messages += [f"`trl.{key}` is not supported yet with `rl: grpo` ({feature})"
+                 for key, (is_on, feature) in ASYNC_REFUSED.items()
+                 if is_on(getattr(cfg.trl, key))]
+    messages += mixing_refusals(cfg)
     messages += [f"`{key}` is not supported yet with `rl: grpo` ({feature})"
                  for key, (is_on, feature) in TOP_LEVEL_REFUSED.items()
                  if key in type(cfg).model_fields and is_on(getattr(cfg, key))]
@@ -204,6 +256,8 @@ def grpo_kwargs(cfg: AxolotlConfig) -> dict[str, Any]:
     if cfg.pad_to_multiple_of:
         kwargs["pad_to_multiple_of"] = cfg.pad_to_multiple_of
     kwargs.update(_vllm_kwargs(cfg))
+    if trl.use_data_producer and not trl.use_vllm:  # the producer's off-policy correction reads TRL's fields
+        kwargs.update({VLLM_KEYS[key]: getattr(trl, key) for key in PRODUCER_IS_KEYS if getattr(trl, key) is not None})
     return kwargs
 
 

@@ -188,6 +188,10 @@ def preflight(cfg: AxolotlConfig) -> None:
         from axolotl.training.grpo_args import check_grpo_config
 
         check_grpo_config(cfg)
+    if cfg.rl and str(cfg.rl) == "ebft":
+        from axolotl.training.ebft_args import check_ebft_config
+
+        check_ebft_config(cfg)
     optimizer_name(cfg)
     scheduler(cfg)
     gc_interval(cfg)
@@ -305,6 +309,10 @@ def train(cfg: AxolotlConfig, extra_callbacks: Sequence[TrainerCallback] = ()) -
         from axolotl.training.grpo import train_grpo
 
         return train_grpo(cfg, extra_callbacks)
+    if cfg.rl and str(cfg.rl) == "ebft":  # feature-matching RL: structured on TRL's GRPOTrainer, strided our loop
+        from axolotl.training.ebft_args import train_ebft
+
+        return train_ebft(cfg, extra_callbacks)
     if cfg.rl:  # DPO, KTO, ORPO, SimPO: preference data and TRL's trainers, the same outputs
         from axolotl.training.preference import train_preference
 

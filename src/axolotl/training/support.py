@@ -2,7 +2,7 @@
 
 The config layer (`axolotl.config.support`) already refuses features no part of this build
 implements. This module adds the keys that belong to the trainer's scope but that this first
-trainer leaves out (Ray launching, RL methods, optimizer tricks, in-training generation,
+trainer leaves out (optimizer tricks, in-training generation,
 ...). They are checked before the tokenizer, the data or the model are touched, so a refused
 run costs no time and never silently ignores a key.
 
@@ -31,12 +31,6 @@ def _on(value: Any) -> bool:
 
 
 REFUSED: dict[str, tuple[Check, str]] = {
-    # methods other than SFT
-    "rl": (lambda v: v == "ebft", "EBFT; the preference methods dpo, ipo, kto, orpo and simpo and online "
-           "GRPO are supported"),
-    # distributed engines (DDP, FSDP2, DeepSpeed: `axolotl.training.parallel`)
-    "use_ray": (_on, "Ray Train launching; start the processes with `--launcher torchrun` or `accelerate` "
-                "(multi-node: docs/multi_gpu.md)"),
     # optimizer and schedule extras
     "adam_beta3": (_on, "three-beta optimizers (CAME, AdEMAMix)"),
     "adam_epsilon2": (_on, "two-epsilon optimizers (CAME)"),
@@ -77,6 +71,7 @@ MAPPED_ELSEWHERE: dict[str, str] = {
     "attn_implementation": "models.model", "lora_mlp_kernel": "models.lora_kernels",
     "lora_qkv_kernel": "models.lora_kernels", "lora_o_kernel": "models.lora_kernels",
     "lora_embedding_kernel": "models.adapters (refused there)",
+    "use_ray": "cli.ray_launch (the command starts Ray Train workers; `train` itself runs in each)",
 }
 """Keys of the audited modules that another layer maps (or refuses); documentation only."""
 
@@ -101,6 +96,10 @@ def trainer_refusals(cfg: AxolotlConfig) -> list[str]:
         from axolotl.training.grpo_args import grpo_refusals
 
         messages.extend(grpo_refusals(cfg))
+    if cfg.rl and str(cfg.rl) == "ebft":
+        from axolotl.training.ebft_args import ebft_refusals
+
+        messages.extend(ebft_refusals(cfg))
     return messages
 
 

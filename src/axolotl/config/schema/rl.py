@@ -66,7 +66,8 @@ class TRLConfig(ConfigModel):
     # asynchronous pipeline
     use_data_producer: bool = False
     async_prefetch: bool = False
-    prefetch_depth: int | None = Field(default=None, gt=0)
+    prefetch_depth: int | None = Field(default=None, ge=0)
+    """Generation batches generated ahead by `async_prefetch` (1 when unset; 0: none, for checking)."""
     streaming_partial_batch: bool | None = None
     streaming_min_groups: int | None = Field(default=None, gt=0)
     skip_zero_advantage_batches: bool = True
