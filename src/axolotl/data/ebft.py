@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from axolotl.config.dataset_shapes import EBFT_TYPES
-from axolotl.config.render import resolved_yaml
 from axolotl.data.ebft_transforms import BUILTIN_PACKAGE
 from axolotl.data.errors import DataError
 from axolotl.data.fingerprint import dataset_fingerprint
@@ -41,22 +40,17 @@ from axolotl.data.grpo import (
     TOKENS,
     ApplyTransform,
     MeasurePrompts,
-    deduplicate,
+    prepare_or_reuse,
     resolve_transform,
 )
 from axolotl.data.pipeline import (
-    DEFAULT_PREPARED_PATH,
-    DEFAULT_SEED,
     PreparedData,
     _fresh_fingerprint,
-    _load_prepared,
-    _save,
     _workers,
     int_column,
-    merge_and_split,
 )
 from axolotl.data.sources import load_rows
-from axolotl.data.stats import DatasetStats, PreparationStats, length_histogram
+from axolotl.data.stats import DatasetStats, PreparationStats
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -118,30 +112,12 @@ def prepare_ebft_datasets(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase
     if cfg.excess_length_strategy not in (None, *allowed):
         raise DataError(f"`excess_length_strategy: {cfg.excess_length_strategy}` is not supported yet for "
                         f"{ebft_mode(cfg)} EBFT data; use one of {', '.join(allowed)}")
-    key = ebft_fingerprint(cfg, tokenizer)
-    target = Path(cfg.dataset_prepared_path or DEFAULT_PREPARED_PATH).expanduser().resolve() / key
-    if cfg.dataset_prepared_path and target.is_dir():
-        LOG.info("reusing prepared data at %s", target)
-        return _load_prepared(target)
-    seed = cfg.seed if cfg.seed is not None else DEFAULT_SEED
-    stats = PreparationStats()
-    try:
-        train, evaluation = merge_and_split(cfg, tokenizer, prepare_entry, deduplicate, seed, stats)
-    except ValueError as error:
-        if "concatenate" not in str(error) and "features" not in str(error).lower():
-            raise
-        raise DataError("the EBFT datasets produce different columns or column types, so they cannot be merged "
-                        f"({str(error).splitlines()[0]}); return the same columns from every transform") from None
-    lengths = int_column(train, TOKENS)
-    stats.train_rows, stats.eval_rows = len(train), len(evaluation) if evaluation is not None else 0
-    stats.train_tokens = int(lengths.sum())
-    stats.length_histogram = length_histogram(lengths)
-    if ebft_mode(cfg) == "strided":  # supervised = the tokens after each prompt, where anchors go
+    def strided_trained_tokens(train: Any, stats: PreparationStats) -> None:
+        # supervised = the tokens after each prompt, where anchors go
         stats.train_trained_tokens = int(stats.train_tokens - int_column(train, "prompt_length").sum())
-    train = train.remove_columns([TOKENS])
-    evaluation = evaluation.remove_columns([TOKENS]) if evaluation is not None else None
-    _save(target, train, evaluation, stats, resolved_yaml(cfg))
-    return PreparedData(train, evaluation, stats, target)
+
+    return prepare_or_reuse(cfg, tokenizer, ebft_fingerprint(cfg, tokenizer), "EBFT", prepare_entry,
+                            finish=strided_trained_tokens if ebft_mode(cfg) == "strided" else None)
 
 
 def ebft_fingerprint(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase) -> str:

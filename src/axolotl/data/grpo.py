@@ -83,7 +83,16 @@ def prepare_grpo_datasets(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase
     if cfg.excess_length_strategy not in (None, "drop", "raise"):
         raise DataError(f"`excess_length_strategy: {cfg.excess_length_strategy}` is not supported yet for GRPO "
                         "prompts (a cut prompt would lose the question); use `drop` (default) or `raise`")
-    key = grpo_fingerprint(cfg, tokenizer)
+    return prepare_or_reuse(cfg, tokenizer, grpo_fingerprint(cfg, tokenizer), "GRPO", prepare_entry,
+                            histogram=not cfg.skip_prepare_dataset)
+
+
+def prepare_or_reuse(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, key: str, method: str,
+                     prepare: Callable[..., Any], *, histogram: bool = True,
+                     finish: Callable[[Any, PreparationStats], None] | None = None) -> PreparedData:
+    """The cache lookup, merge/split, statistics and atomic save shared by the transform-based
+    preparations (GRPO prompts, EBFT documents): only the per-entry `prepare` and the key differ.
+    `finish` adds method-specific statistics before the token-count column is dropped."""
     target = Path(cfg.dataset_prepared_path or DEFAULT_PREPARED_PATH).expanduser().resolve() / key
     if cfg.dataset_prepared_path and target.is_dir():
         LOG.info("reusing prepared data at %s", target)
@@ -91,16 +100,18 @@ def prepare_grpo_datasets(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase
     seed = cfg.seed if cfg.seed is not None else DEFAULT_SEED
     stats = PreparationStats()
     try:
-        train, evaluation = merge_and_split(cfg, tokenizer, prepare_entry, deduplicate, seed, stats)
+        train, evaluation = merge_and_split(cfg, tokenizer, prepare, deduplicate, seed, stats)
     except ValueError as error:
         if "concatenate" not in str(error) and "features" not in str(error).lower():
             raise
-        raise DataError("the GRPO datasets produce different columns or column types, so they cannot be merged "
+        raise DataError(f"the {method} datasets produce different columns or column types, so they cannot be merged "
                         f"({str(error).splitlines()[0]}); return the same columns from every transform") from None
     lengths = int_column(train, TOKENS)
     stats.train_rows, stats.eval_rows = len(train), len(evaluation) if evaluation is not None else 0
     stats.train_tokens = int(lengths.sum())
-    stats.length_histogram = [] if cfg.skip_prepare_dataset else length_histogram(lengths)
+    stats.length_histogram = length_histogram(lengths) if histogram else []
+    if finish is not None:
+        finish(train, stats)
     train = train.remove_columns([TOKENS])
     evaluation = evaluation.remove_columns([TOKENS]) if evaluation is not None else None
     _save(target, train, evaluation, stats, resolved_yaml(cfg))
