@@ -35,11 +35,11 @@ from axolotl.data.fingerprint import dataset_fingerprint
 from axolotl.data.grpo import (
     ALL_COLUMNS,
     DROP,
-    ENTRY_KEYS,
     OUT,
     TOKENS,
     ApplyTransform,
     MeasurePrompts,
+    check_transform_entry,
     prepare_or_reuse,
     resolve_transform,
 )
@@ -89,14 +89,8 @@ def transform_of(entry: Any, index: int, cfg: AxolotlConfig, where: str) -> tupl
 
 def check_entry(entry: Any, where: str) -> None:
     """Keys of SFT prompt strategies would be ignored: refuse them by name."""
-    ignored = sorted(key for key in entry.model_fields_set if key not in ENTRY_KEYS
-                     and getattr(entry, key) not in (None, False, [], {}))
-    if ignored:
-        raise DataError(f"`{where}`: {', '.join(ignored)} not supported yet for EBFT datasets (they configure SFT "
-                        "prompt strategies); use a built-in `ebft_*` type or a `module.function` transform")
-    if entry.type is not None and not (isinstance(entry.type, str) and "." in entry.type):
-        raise DataError(f"`{where}.type`: EBFT datasets take a built-in `ebft_*.transform` or a `module.function` "
-                        f"transform of your own, not {entry.type!r}")
+    check_transform_entry(entry, where, "EBFT", fix="use a built-in `ebft_*` type or a `module.function` transform",
+                          accepted="a built-in `ebft_*.transform` or a `module.function` transform of your own")
 
 
 def prepare_ebft_datasets(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase) -> PreparedData:

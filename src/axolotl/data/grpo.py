@@ -120,14 +120,21 @@ def prepare_or_reuse(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, key
 
 def check_entry(entry: Any, where: str) -> None:
     """SFT-only keys on a GRPO entry would be ignored: refuse them by name."""
+    check_transform_entry(entry, where, "GRPO", fix="build the prompt in a `type: module.function` transform instead",
+                          accepted="a `module.function` transform of your own (or no type when rows already hold "
+                                   "`prompt`)")
+
+
+def check_transform_entry(entry: Any, where: str, method: str, *, fix: str, accepted: str) -> None:
+    """The entry checks of the transform-based preparations (GRPO, EBFT): keys of SFT prompt
+    strategies would be ignored, and `type:` must name a dotted transform."""
     ignored = sorted(key for key in entry.model_fields_set if key not in ENTRY_KEYS
                      and getattr(entry, key) not in (None, False, [], {}))
     if ignored:
-        raise DataError(f"`{where}`: {', '.join(ignored)} not supported yet for GRPO datasets (they configure SFT "
-                        "prompt strategies); build the prompt in a `type: module.function` transform instead")
+        raise DataError(f"`{where}`: {', '.join(ignored)} not supported yet for {method} datasets (they configure SFT "
+                        f"prompt strategies); {fix}")
     if entry.type is not None and not (isinstance(entry.type, str) and "." in entry.type):
-        raise DataError(f"`{where}.type`: GRPO datasets take a `module.function` transform of your own (or no type "
-                        f"when rows already hold `prompt`), not {entry.type!r}")
+        raise DataError(f"`{where}.type`: {method} datasets take {accepted}, not {entry.type!r}")
 
 
 def grpo_fingerprint(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase) -> str:
