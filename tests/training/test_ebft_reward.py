@@ -144,3 +144,17 @@ def test_one_sample_falls_back_to_reinforce(estimator: str) -> None:
     assert effective_estimator(estimator, 1) == "reinforce"  # type: ignore[arg-type]
     assert torch.equal(advantages(torch.tensor([[0.7], [-0.2]]), estimator), torch.tensor([[0.7], [-0.2]]))  # type: ignore[arg-type]
     assert effective_estimator(estimator, 2) == estimator  # type: ignore[arg-type]
+
+
+def test_whitened_alignments_have_unit_square_sum_so_their_mean_is_capped() -> None:
+    # whitened samples are an orthonormal basis of their span and t W lies in that span, so
+    # sum_j cos(g_j, t W)^2 = 1 and mean_j cos <= 1/sqrt(n), whatever the features
+    generator = torch.Generator().manual_seed(0)
+    groups, samples, dim = 5, 4, 48
+    gen = torch.randn(groups, samples, dim, generator=generator) + 3.0  # a shared offset, as in real features
+    ref = torch.randn(groups, dim, generator=generator) + 3.0
+    out = feature_rewards(gen, ref, 1.0, 1.0, use_whitening=True)
+    assert torch.allclose(out.alignment.pow(2).sum(dim=1), torch.ones(groups), atol=1e-4)
+    assert (out.alignment.mean(dim=1) <= 1 / math.sqrt(samples) + 1e-5).all()
+    raw = feature_rewards(gen, ref, 1.0, 1.0, use_whitening=False)
+    assert (raw.alignment.mean(dim=1) > 0.8).all()  # without whitening the shared offset dominates

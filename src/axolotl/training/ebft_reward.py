@@ -14,7 +14,8 @@ same arithmetic, kept here so it can be tested against hand-computed values:
    rescales the directions in which the samples vary to unit size. With full-rank samples the
    whitened samples are orthonormal, so the diversity term is ~0 unless samples collapse (n
    identical samples give 1/n); singular values below `WHITEN_TOLERANCE` x the largest are dropped
-   (pseudo-inverse).
+   (pseudo-inverse). The group's whitened alignments then have squares summing to 1, so their
+   mean is at most 1/sqrt(n): near that cap the alignment metric cannot show progress.
 4. `feature_rewards`: reward_j = 2 a cos(g_j, t) - 2 d mean_{k != j} (g_j . g_k), the factor 2 of
    the paper's eq. 7; `alignment` is the cosine, `diversity` the mean dot product, `cfm_loss` the
    squared distance between the group's mean feature and the reference feature.
