@@ -8,8 +8,8 @@ import pytest
 
 from axolotl.config.schema.datasets import SFTDataset
 from axolotl.data.errors import DataError
-from axolotl.data.sources import load_rows
-from axolotl.testing import alpaca_rows, write_rows
+from axolotl.data.sources import _json_lines_in_memory, load_rows
+from axolotl.testing import alpaca_rows, chat_rows, write_rows
 
 ROWS = alpaca_rows(10)
 
@@ -68,3 +68,37 @@ def test_hub_id_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_remote_filesystem_without_its_package_is_a_clear_error() -> None:
     with pytest.raises(DataError, match="s3://bucket/data.jsonl"):
         load_rows(entry(path="s3://bucket/data.jsonl"))
+
+
+def _through_the_builder(path: Path):
+    import datasets
+
+    return datasets.load_dataset("json", data_files={"train": [str(path)]}, split="train")
+
+
+MIXED_KEYS = [{"messages": [{"role": "user", "content": "hi", "weight": 0}], "id": 1},
+              {"messages": [{"role": "user", "content": "x", "tool": None}], "id": 2}]
+NULL_VALUE = [{"messages": [{"role": "user", "content": None}]}, {"messages": [{"role": "user", "content": "x"}]}]
+EMPTY_OBJECT = [{"meta": {}, "text": "a"}, {"meta": {}, "text": "b"}]
+
+
+@pytest.mark.parametrize("rows, in_memory", [(ROWS, True), (chat_rows(12, turns=3), True),
+                                             ([{"text": "a", "extra": None}, {"text": "b", "extra": 1}], True),
+                                             (MIXED_KEYS, False), (NULL_VALUE, False), (EMPTY_OBJECT, False)])
+def test_json_lines_read_in_memory_equal_what_the_builder_reads(tmp_path: Path, rows: list[dict],
+                                                                 in_memory: bool) -> None:
+    path = write_rows(rows, tmp_path / "data.jsonl", "jsonl")
+    assert (_json_lines_in_memory([str(path)], "train") is not None) == in_memory
+    expected = _through_the_builder(path)
+    loaded = load_rows(entry(path=str(path)))
+    assert loaded.features == expected.features and loaded.to_list() == expected.to_list()
+
+
+def test_json_the_reader_refuses_takes_the_builder_path(tmp_path: Path) -> None:
+    array = write_rows(ROWS, tmp_path / "array.json", "json")  # one JSON array, not JSON lines
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text('{"a": 1, "b": "x"}\n{"a": "one", "b": "y"}\n')
+    assert _json_lines_in_memory([str(array)], "train") is None or array.read_text().lstrip()[0] != "["
+    assert _json_lines_in_memory([str(mixed)], "train") is None
+    assert len(load_rows(entry(path=str(array)))) == 10
+    assert _json_lines_in_memory([str(array)], "train[:5]") is None  # slicing stays with datasets

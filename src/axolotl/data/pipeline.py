@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from axolotl.config.render import RESOLVED_CONFIG_NAME, resolved_yaml
-from axolotl.data.errors import DataError, RowError
+from axolotl.data.errors import DataError
 from axolotl.data.fingerprint import dataset_fingerprint
 from axolotl.data.packing import pack, packing_efficiency
 from axolotl.data.sources import load_rows
 from axolotl.data.stats import DatasetStats, PreparationStats, length_histogram
-from axolotl.data.strategies.base import IGNORE_INDEX, StrategyContext, TokenizedBatch
-from axolotl.data.strategies.registry import resolve
+from axolotl.data.strategies.base import StrategyContext
+from axolotl.data.tokenized_rows import TokenizeRows, output_features
 
 if TYPE_CHECKING:
     import datasets
@@ -40,12 +40,10 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 DEFAULT_PREPARED_PATH = "last_run_prepared"
 DEFAULT_SEED = 42
-MIN_SAMPLE_LEN = 2
 ROWS_PER_PROCESS = 5000
 """Below this many rows per worker, extra processes cost more to start than they save (each worker
 unpickles the tokenizer: about a second for a 150k vocabulary)."""
 STATS_FILE = "stats.json"
-OUTPUT_COLUMNS = ("input_ids", "labels", "attention_mask", "length")
 
 
 @dataclass
@@ -198,8 +196,7 @@ def tokenize_entry(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry
     ctx = StrategyContext(tokenizer=tokenizer, cfg=cfg, dataset=entry)
     workers = _workers(cfg, len(rows))
     chunks = getattr(entry, "preprocess_shards", None) or 1
-    mapped = _tokenize_in_chunks(rows, TokenizeRows(ctx, name), chunks, workers, bool(cfg.dataset_keep_in_memory),
-                                 name)
+    mapped = _tokenize_in_chunks(rows, ctx, name, chunks, workers, bool(cfg.dataset_keep_in_memory))
     reasons = Counter({item["values"]: item["counts"]
                        for item in arrow_column(mapped, "drop_reason").value_counts().to_pylist()})
     kept_count = reasons.pop("", 0)
@@ -212,8 +209,8 @@ def tokenize_entry(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry
     return kept.remove_columns(["drop_reason"]), stats
 
 
-def _tokenize_in_chunks(rows: Any, function: TokenizeRows, chunks: int, workers: int | None, in_memory: bool,
-                        name: str) -> Any:
+def _tokenize_in_chunks(rows: Any, ctx: StrategyContext, name: str, chunks: int, workers: int | None,
+                        in_memory: bool) -> Any:
     """`preprocess_shards`: tokenize N contiguous slices one after another to bound peak memory."""
     import datasets
 
@@ -223,40 +220,32 @@ def _tokenize_in_chunks(rows: Any, function: TokenizeRows, chunks: int, workers:
     for part, (start, stop) in enumerate(itertools.pairwise(bounds)):
         piece = rows.select(range(start, stop)) if chunks > 1 else rows
         label = f"tokenizing {name}" + (f" ({part + 1}/{chunks})" if chunks > 1 else "")
-        parts.append(piece.map(_Offset(function, start), batched=True, with_indices=True, num_proc=workers,
-                               remove_columns=rows.column_names, features=_output_features(),
-                               load_from_cache_file=False,
+        function = TokenizeRows(ctx, name, arrow=True, offset=start)
+        parts.append(piece.map(function, batched=True, with_indices=True, num_proc=workers,
+                               remove_columns=rows.column_names, features=output_features(),
+                               load_from_cache_file=False, cache_file_name=_scratch_file(piece, in_memory),
                                keep_in_memory=in_memory, desc=label, new_fingerprint=_fresh_fingerprint()))
     return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 
-def _output_features() -> Any:
-    """The output types, stated: a raw column with an output's name (the per-step booleans of
-    stepwise `labels`, say) would otherwise impose its own type on the tokenized column."""
-    import datasets
+def _scratch_file(rows: Any, in_memory: bool) -> str | None:
+    """Where `map` writes the tokenized rows of an in-memory source (a JSON file read directly).
 
-    ids = datasets.List(datasets.Value("int32"))
-    return datasets.Features({"input_ids": ids, "labels": datasets.List(datasets.Value("int64")),
-                              "attention_mask": datasets.List(datasets.Value("int8")),
-                              "length": datasets.Value("int64"), "n_trained": datasets.Value("int64"),
-                              "drop_reason": datasets.Value("string")})
+    Without a file `datasets` keeps each worker's output in memory and pickles it back to the
+    main process through a pipe, which cost more than a third of tokenizing time; a file in
+    `datasets`' own per-session scratch folder (removed at exit) is handed back by name."""
+    if in_memory or rows.cache_files:
+        return None
+    from datasets.fingerprint import get_temporary_cache_files_directory
 
-
-class _Offset:
-    """Row indices relative to the whole dataset, so errors name the real row in a chunk."""
-
-    def __init__(self, function: TokenizeRows, offset: int) -> None:
-        self.function = function
-        self.offset = offset
-
-    def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
-        return self.function(batch, [index + self.offset for index in indices])
+    return str(Path(get_temporary_cache_files_directory()) / f"tokenized-{uuid.uuid4().hex}.arrow")
 
 
 def arrow_column(dataset: Any, name: str) -> Any:
     """A column as one pyarrow array. `dataset[name]` iterates row by row in datasets >= 4 (and is
-    ~10x slower on shuffled data), which dominated preparation time for large datasets."""
-    return dataset.with_format("arrow")[:][name]
+    ~10x slower on shuffled data), which dominated preparation time for large datasets. Selecting
+    the column first matters on shuffled data: the row gather then copies one column, not all."""
+    return dataset.select_columns([name]).with_format("arrow")[:][name]
 
 
 def int_column(dataset: Any, name: str) -> np.ndarray:
@@ -277,81 +266,6 @@ def _workers(cfg: AxolotlConfig, rows: int) -> int | None:
     wanted = cfg.dataset_num_proc or os.cpu_count() or 1
     useful = max(1, min(wanted, rows // ROWS_PER_PROCESS))
     return useful if useful > 1 else None
-
-
-class TokenizeRows:
-    """The `datasets.map` function: strategy + length rules, picklable for worker processes."""
-
-    def __init__(self, ctx: StrategyContext, name: str) -> None:
-        self.ctx = ctx
-        self.name = name
-        self._strategy: Any = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"ctx": self.ctx, "name": self.name, "_strategy": None}
-
-    def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
-        if self._strategy is None:
-            self._strategy = resolve(self.ctx)
-        result = self._run(batch, indices)
-        return LengthRules(self.ctx.cfg, self.name).apply(result, indices)
-
-    def _run(self, batch: dict[str, list[Any]], indices: list[int]) -> TokenizedBatch:
-        try:
-            return self._strategy(batch)
-        except RowError:
-            pass
-        for position in range(len(indices)):  # find the failing row to name it
-            single = {column: values[position:position + 1] for column, values in batch.items()}
-            try:
-                self._strategy(single)
-            except RowError as error:
-                raise error.located(self.name, indices[position]) from None
-        raise DataError(f"dataset `{self.name}`: a batch failed but no single row did; please report this")
-
-
-class LengthRules:
-    """Rows longer than `sequence_len` (drop / truncate / raise), too short, or with nothing to train."""
-
-    def __init__(self, cfg: AxolotlConfig, name: str) -> None:
-        self.limit = cfg.sequence_len
-        self.strategy = cfg.excess_length_strategy or "drop"
-        self.min_len = cfg.min_sample_len if cfg.min_sample_len is not None else MIN_SAMPLE_LEN
-        self.name = name
-
-    def apply(self, result: TokenizedBatch, indices: list[int]) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {column: [] for column in (*OUTPUT_COLUMNS, "n_trained", "drop_reason")}
-        for ids, labels, source in zip(result.input_ids, result.labels, result.source_index, strict=True):
-            ids, labels, reason = self._check(ids, labels, indices[source])
-            self._emit(out, ids, labels, reason)
-        for _, reason in result.dropped:
-            self._emit(out, [], [], reason)
-        return out
-
-    def _check(self, ids: list[int], labels: list[int], row: int) -> tuple[list[int], list[int], str]:
-        if len(ids) > self.limit:
-            if self.strategy == "truncate":
-                ids, labels = ids[: self.limit], labels[: self.limit]
-            elif self.strategy == "raise":
-                raise DataError(f"dataset `{self.name}`, row {row}: {len(ids)} tokens exceed sequence_len "
-                                f"{self.limit} (excess_length_strategy: raise)")
-            else:
-                return ids, labels, f"longer than sequence_len ({self.limit})"
-        if len(ids) < self.min_len:
-            return ids, labels, f"shorter than min_sample_len ({self.min_len})"
-        if labels.count(IGNORE_INDEX) == len(labels):
-            return ids, labels, "no trained tokens"
-        return ids, labels, ""
-
-    @staticmethod
-    def _emit(out: dict[str, list[Any]], ids: list[int], labels: list[int], reason: str) -> None:
-        kept = reason == ""
-        out["input_ids"].append(ids if kept else [])
-        out["labels"].append(labels if kept else [])
-        out["attention_mask"].append([1] * len(ids) if kept else [])
-        out["length"].append(len(ids) if kept else 0)
-        out["n_trained"].append(len(labels) - labels.count(IGNORE_INDEX) if kept else 0)
-        out["drop_reason"].append(reason)
 
 
 def deduplicate(dataset: Any) -> tuple[Any, int]:

@@ -1,7 +1,10 @@
 """Loading the rows of one dataset entry: local files/directories, the Hub, remote filesystems.
 
 Everything goes through HF `datasets`; this module only decides which loader to call and turns
-failures into errors that say which dataset and what to do (no bare tracebacks offline).
+failures into errors that say which dataset and what to do (no bare tracebacks offline). One
+shortcut: a local JSON-lines file of moderate size is read by pyarrow's JSON reader (the reader
+`datasets` itself uses) straight into an in-memory `Dataset`, skipping the builder's cache write,
+which cost more than tokenizing small files; anything that reader refuses takes the normal path.
 """
 
 from __future__ import annotations
@@ -84,10 +87,60 @@ def _files(entry: Any, files: list[str], split: str, streaming: bool, default_ty
     if builder is None:
         raise DataError(f"dataset `{entry.path}`: cannot tell the file type of {files[:3]}; set `ds_type` "
                         "(json, parquet, csv, arrow, text)")
+    if builder == "json" and not streaming:
+        in_memory = _json_lines_in_memory(files, split)
+        if in_memory is not None:
+            return in_memory
     base_split = split.split("[")[0]
     loaded = datasets.load_dataset(builder, data_files={base_split: files}, split=split, streaming=streaming,
                                    name=_name(entry))
     return loaded
+
+
+IN_MEMORY_JSON_BYTES = 256 * 2**20
+"""Local JSON files up to this total size are read into memory (see the module docstring)."""
+
+
+def _json_lines_in_memory(files: list[str], split: str) -> Any | None:
+    """The rows of local .json/.jsonl files as an in-memory Dataset, or None to use `load_dataset`
+    (split slicing, other files, large files, JSON arrays or mixed-type columns the reader refuses)."""
+    paths = [Path(file) for file in files]
+    if "[" in split or not paths or any(path.suffix.lower() not in (".json", ".jsonl") for path in paths):
+        return None
+    if not all(path.is_file() for path in paths) or sum(path.stat().st_size for path in paths) > IN_MEMORY_JSON_BYTES:
+        return None
+    import datasets
+    import pyarrow as pa
+    import pyarrow.json as pa_json
+
+    try:
+        tables = [pa_json.read_json(str(path)) for path in paths]
+        table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+    except (pa.ArrowException, ValueError):
+        return None
+    if not table.num_rows or not table.num_columns or any(_may_have_mixed_keys(column) for column in table.columns):
+        return None
+    return datasets.Dataset(table)
+
+
+def _may_have_mixed_keys(column: Any) -> bool:
+    """Whether nested objects might not all share one key set. `datasets` stores such fields as
+    `Json` instead of a struct; a missing key and a null value look alike once read into a struct,
+    so any null inside a present object (or an object with no keys) sends the file to the builder."""
+    import pyarrow as pa
+
+    def nested(array: Any) -> bool:
+        kind = array.type
+        if pa.types.is_struct(kind):
+            if kind.num_fields == 0:
+                return True
+            children = array.flatten()  # children with the parent's nulls applied
+            return any(child.null_count > array.null_count or nested(child) for child in children)
+        if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            return nested(array.flatten())
+        return False
+
+    return any(nested(chunk) for chunk in column.chunks)
 
 
 def _name(entry: Any) -> str | None:

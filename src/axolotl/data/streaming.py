@@ -12,9 +12,10 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from axolotl.data.errors import DataError
-from axolotl.data.pipeline import DEFAULT_SEED, TokenizeRows
+from axolotl.data.pipeline import DEFAULT_SEED
 from axolotl.data.sources import load_rows
 from axolotl.data.strategies.base import StrategyContext
+from axolotl.data.tokenized_rows import TokenizeRows
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -75,5 +75,11 @@ def _environment() -> ImmutableSandboxedEnvironment:
 
 @lru_cache(maxsize=32)
 def compile_template(text: str) -> jinja2.Template:
-    """Compile once per template text; every row of every batch reuses the result."""
-    return _environment().from_string(text)
+    """Compile once per template text; every row of every batch reuses the result.
+
+    The template's globals become a plain dict: jinja copies them into every render's context,
+    and copying its default ChainMap was a tenth of chat rendering time. Our environment's globals
+    are fixed when it is built, so nothing is lost by the snapshot."""
+    template = _environment().from_string(text)
+    template.globals = dict(template.globals)
+    return template

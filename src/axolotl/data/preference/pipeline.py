@@ -185,7 +185,7 @@ class FormatRows:
             raise error.located(self.name, index) from None
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
-        return encode_batch(self.ctx.tokenizer, texts, add_special_tokens=False)[0]
+        return encode_batch(self.ctx.tokenizer, texts, add_special_tokens=False)
 
     def _length_rule(self, row: Row, sizes: dict[str, int], index: int) -> str:
         """'' to keep the row (responses truncated in place with `truncate`), else why it is dropped."""

@@ -70,7 +70,7 @@ class ChatTemplatePairs:
             texts.append(self.render([*prefix, _turn("assistant", rejected, "rejected")]))
             out.source_index.append(index)
         if texts:
-            ids, _ = encode_batch(self.tokenizer, texts, add_special_tokens=False)
+            ids = encode_batch(self.tokenizer, texts, add_special_tokens=False)
             out.chosen_ids = [list(row) for row in ids[0::2]]
             out.rejected_ids = [list(row) for row in ids[1::2]]
         return out

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from axolotl.data.errors import DataError, RowError
 from axolotl.data.pipeline import (
     DEFAULT_SEED,
-    MIN_SAMPLE_LEN,
     _fresh_fingerprint,
     _kept,
     _workers,
@@ -30,6 +29,7 @@ from axolotl.data.reward.bradley_terry import PAIR_STRATEGIES, PairStrategy, Tok
 from axolotl.data.sources import load_rows
 from axolotl.data.stats import DatasetStats, PreparationStats, length_histogram
 from axolotl.data.strategies.base import StrategyContext
+from axolotl.data.tokenized_rows import MIN_SAMPLE_LEN
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

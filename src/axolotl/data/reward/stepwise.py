@@ -91,8 +91,8 @@ class StepwiseSupervisedStrategy:
             steps.extend(completions)
         if not rows:
             return out
-        prompt_ids, _ = encode_batch(self.tokenizer, prompts, add_special_tokens=True)
-        step_ids, _ = encode_batch(self.tokenizer, steps, add_special_tokens=False) if steps else ([], None)
+        prompt_ids = encode_batch(self.tokenizer, prompts, add_special_tokens=True)
+        step_ids = encode_batch(self.tokenizer, steps, add_special_tokens=False) if steps else []
         cursor = 0
         for (index, labels), ids in zip(rows, prompt_ids, strict=True):
             row_steps = [list(step) for step in step_ids[cursor:cursor + len(labels)]]

@@ -16,13 +16,13 @@ only when that fails does the search fall back to scanning forward.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from axolotl.data.errors import RowError
 from axolotl.data.strategies.base import IGNORE_INDEX
+from axolotl.data.token_spans import TokenSpans
 
 TrainOnEnd = Literal["all", "turn", "last"]
 
@@ -224,16 +224,15 @@ def _detail_ranges(loc: Located) -> list[tuple[int, int]]:
     return ranges
 
 
-def _mark(ranges: list[tuple[int, int]], starts: Sequence[int], ends: Sequence[int], input_ids: Sequence[int],
-          labels: list[int]) -> None:
+def _mark(ranges: list[tuple[int, int]], spans: TokenSpans, input_ids: Sequence[int], labels: list[int]) -> None:
     """Label every token whose character span overlaps a range (token spans are in text order)."""
     for begin, end in ranges:
-        first = bisect_right(ends, begin)
-        stop = bisect_left(starts, end)
+        first = spans.first_ending_after(begin)
+        stop = spans.first_starting_from(end)
         labels[first:stop] = input_ids[first:stop]
 
 
-def build_labels(input_ids: Sequence[int], offsets: Sequence[tuple[int, int]], text_length: int,
+def build_labels(input_ids: Sequence[int], spans: TokenSpans, text_length: int,
                  located: Sequence[Located], rule: EndTokenRule) -> list[int]:
     """Labels for one rendered conversation: trained text plus the end tokens the rule selects."""
     labels = [IGNORE_INDEX] * len(input_ids)
@@ -242,14 +241,12 @@ def build_labels(input_ids: Sequence[int], offsets: Sequence[tuple[int, int]], t
     for loc in ordered:
         if loc.spec.trainable:
             ranges.extend(_detail_ranges(loc) if loc.spec.detail is not None else [(loc.start, loc.end)])
-    starts = [start for start, _ in offsets]
-    ends = [end for _, end in offsets]
-    _mark(ranges, starts, ends, input_ids, labels)
+    _mark(ranges, spans, input_ids, labels)
 
     last: dict[str, int] = {}
     for k, loc in enumerate(ordered):
         stop = ordered[k + 1].start if k + 1 < len(ordered) else text_length
-        eos_at, eot_at = _end_tokens(input_ids, starts, loc.end, stop, rule)
+        eos_at, eot_at = _end_tokens(input_ids, spans, loc.end, stop, rule)
         for kind, at, mode in (("eos", eos_at, rule.train_on_eos), ("eot", eot_at, rule.train_on_eot)):
             if at < 0:
                 continue
@@ -263,16 +260,16 @@ def build_labels(input_ids: Sequence[int], offsets: Sequence[tuple[int, int]], t
     return labels
 
 
-def _end_tokens(input_ids: Sequence[int], starts: Sequence[int], begin: int, stop: int,
+def _end_tokens(input_ids: Sequence[int], spans: TokenSpans, begin: int, stop: int,
                 rule: EndTokenRule) -> tuple[int, int]:
     """Index of the first EOS and of the first EOT token starting in [begin, stop), or -1."""
     eos_at = eot_at = -1
-    t = bisect_left(starts, begin)
-    while t < len(input_ids) and starts[t] < stop and (eos_at < 0 or eot_at < 0):
+    for t in range(spans.first_starting_from(begin), spans.first_starting_from(stop)):
         token = input_ids[t]
         if eos_at < 0 and token in rule.eos_ids:
             eos_at = t
         if eot_at < 0 and token in rule.eot_ids:
             eot_at = t
-        t += 1
+        if eos_at >= 0 and eot_at >= 0:
+            break
     return eos_at, eot_at

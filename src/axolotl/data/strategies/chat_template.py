@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import jinja2
 
 from axolotl.config.enums import TOKENIZER_DEFAULT_FALLBACK_PREFIX
 from axolotl.data.chat_templates import TOKENIZER_DEFAULT, chat_template_for, compile_template
-from axolotl.data.encoding import encode_batch
+from axolotl.data.encoding import encode_with_spans
 from axolotl.data.errors import DataError, RowError
 from axolotl.data.strategies.base import Batch, StrategyContext, TokenizedBatch
 from axolotl.data.strategies.chat_masking import (
@@ -64,6 +65,11 @@ class ChatSettings:
     drop_system_message: bool
     default_system_message: str | None
     train_on_inputs: bool = False
+
+    @cached_property
+    def consumed_keys(self) -> frozenset[str | None]:
+        """Message keys read for a purpose; every other key is passed to the template as is."""
+        return frozenset({*self.mappings.values(), self.field_thinking, self.training_field, self.detail_field})
 
     @classmethod
     def from_context(cls, ctx: StrategyContext) -> ChatSettings:
@@ -176,11 +182,11 @@ class ChatTemplateStrategy:
             plans.append((index, specs))
         if not texts:
             return out
-        all_ids, all_offsets = encode_batch(self.tokenizer, texts, add_special_tokens=False, offsets=True)
-        for (index, specs), text, ids, offsets in zip(plans, texts, all_ids, all_offsets or []):
+        all_ids, all_spans = encode_with_spans(self.tokenizer, texts, add_special_tokens=False)
+        for (index, specs), text, ids, spans in zip(plans, texts, all_ids, all_spans, strict=True):
             located = locate_turns(text, specs, self.layout, field)
-            labels = build_labels(ids, offsets, len(text), located, self.rule)
-            out.add(index, list(ids), labels)
+            labels = build_labels(ids, spans, len(text), located, self.rule)
+            out.add(index, ids, labels)
         return out
 
     def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
@@ -232,9 +238,8 @@ class ChatTemplateStrategy:
         message["role"] = role
         if raw.get(settings.field_thinking) is not None:
             message[settings.thinking_key] = raw[settings.field_thinking]
-        consumed = {*settings.mappings.values(), settings.field_thinking, settings.training_field, settings.detail_field}
         message.update({key: value for key, value in raw.items()
-                        if key not in consumed and key not in message and value is not None})
+                        if key not in settings.consumed_keys and key not in message and value is not None})
         if settings.split_thinking and role == "assistant":
             _split_thinking(message, settings.thinking_key)
         if message.get("tool_calls"):

@@ -46,7 +46,7 @@ class CompletionStrategy:
                 out.drop(index, f"empty `{self.field}`")
         if not kept:
             return out
-        encoded, _ = encode_batch(self.tokenizer, [texts[index] for index in kept], add_special_tokens=True,
+        encoded = encode_batch(self.tokenizer, [texts[index] for index in kept], add_special_tokens=True,
                                   max_length=self.cap)
         for index, ids in zip(kept, encoded, strict=True):
             for piece in self._chunks(self._with_eos(ids)):

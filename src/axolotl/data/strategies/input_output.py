@@ -43,7 +43,7 @@ class InputOutputStrategy:
                 texts.append(text)
                 trained.append(label or self.train_on_inputs)
             counts[index] = len(segments)
-        pieces = encode_batch(self.tokenizer, texts, add_special_tokens=False)[0] if texts else []
+        pieces = encode_batch(self.tokenizer, texts, add_special_tokens=False) if texts else []
         start = 0
         for index, count in counts.items():
             row = slice(start, start + count)

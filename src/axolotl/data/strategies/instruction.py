@@ -51,7 +51,7 @@ class InstructionStrategy:
         self.eos: int | None = ctx.tokenizer.eos_token_id
 
     def __call__(self, batch: Batch) -> TokenizedBatch:
-        parts = [self.fmt.fields.read(row) for row in rows_of(batch)]
+        parts = self.fmt.fields.read_batch(batch)
         prompts = [self.fmt.layout.render(part) for part in parts]
         if self.fmt.joint:
             return self._joint(prompts, parts)
@@ -84,7 +84,7 @@ class InstructionStrategy:
         """One batched tokenizer call; empty texts give [] unless the format tokenizes them."""
         if not texts:
             return []
-        encoded, _ = encode_batch(self.tokenizer, texts, add_special_tokens=True, max_length=self.limit)
+        encoded = encode_batch(self.tokenizer, texts, add_special_tokens=True, max_length=self.limit)
         if self.fmt.tokenize_empty:
             return encoded
         return [ids if text else [] for text, ids in zip(texts, encoded, strict=True)]
@@ -99,12 +99,6 @@ class InstructionStrategy:
 
     def _strip_bos(self, ids: list[int]) -> list[int]:
         return ids[1:] if ids and self.bos is not None and ids[0] == self.bos else ids
-
-
-def rows_of(batch: Batch) -> list[dict[str, Any]]:
-    """Rows (dicts) from a `datasets.map(batched=True)` batch of columns."""
-    names = list(batch)
-    return [dict(zip(names, values, strict=True)) for values in zip(*batch.values(), strict=True)]
 
 
 def _builtin(fmt: InstructionFormat) -> StrategyFactory:

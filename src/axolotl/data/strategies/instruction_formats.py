@@ -89,6 +89,41 @@ class Fields:
     derive: Callable[[Row], dict[str, str]] | None = None
     """Computes extra fields from the row (lists, YAML, fallbacks) before templating."""
 
+    def read_batch(self, batch: Mapping[str, list[Any]]) -> list[Parts]:
+        """`read` for every row of a `datasets` batch. When every part is one plain field and nothing
+        is derived (alpaca and most types), the columns are zipped directly: no dict per row."""
+        templates = [self.instruction, self.input, self.output]
+        plain = [_PLACEHOLDER.fullmatch(template) for template in templates]
+        if self.derive is not None or self.system is not None or not all(
+                match or not template for match, template in zip(plain, templates, strict=True)):
+            columns = list(batch)
+            return [self.read(dict(zip(columns, values, strict=True))) for values in zip(*batch.values(), strict=True)]
+        rows = len(next(iter(batch.values()), []))
+        fields = [match.group(1) if match else "" for match in plain]  # "" : a part that is always empty
+        first, second, third = fields
+        check = self._checked
+        return [Parts(a if type(a) is str else check(a, first), b if type(b) is str else check(b, second),
+                      c if type(c) is str else check(c, third))
+                for a, b, c in zip(*(self._column(batch, name, rows) for name in fields), strict=True)]
+
+    def _column(self, batch: Mapping[str, list[Any]], name: str, rows: int) -> list[Any]:
+        if not name:
+            return [""] * rows
+        if name in batch:
+            return batch[name]
+        if name in self.optional:
+            return [None] * rows
+        raise RowError(f"missing field `{name}` (this dataset type reads it from every row)", name)
+
+    def _checked(self, value: Any, name: str) -> str:
+        if isinstance(value, str):
+            return value
+        if value is None:
+            if name in self.optional:
+                return ""
+            raise RowError(f"missing field `{name}` (this dataset type reads it from every row)", name)
+        return str(value)
+
     def read(self, row: Row) -> Parts:
         if self.derive is not None:
             row = {**row, **self.derive(row)}
@@ -97,6 +132,9 @@ class Fields:
                      self._fill(self.output, row), system)
 
     def _fill(self, template: str, row: Row) -> str:
+        whole = _PLACEHOLDER.fullmatch(template)
+        if whole is not None:  # "{output}": the field itself, no substitution pass
+            return self._value(row, whole.group(1))
         return _PLACEHOLDER.sub(lambda match: self._value(row, match.group(1)), template)
 
     def _value(self, row: Row, name: str) -> str:
