@@ -8,7 +8,7 @@ import pytest
 
 from axolotl.config.schema.datasets import SFTDataset
 from axolotl.data.errors import DataError
-from axolotl.data.sources import _json_lines_in_memory, load_rows
+from axolotl.data.sources import _json_lines_read_directly, load_rows
 from axolotl.testing import alpaca_rows, chat_rows, write_rows
 
 ROWS = alpaca_rows(10)
@@ -82,13 +82,15 @@ NULL_VALUE = [{"messages": [{"role": "user", "content": None}]}, {"messages": [{
 EMPTY_OBJECT = [{"meta": {}, "text": "a"}, {"meta": {}, "text": "b"}]
 
 
-@pytest.mark.parametrize("rows, in_memory", [(ROWS, True), (chat_rows(12, turns=3), True),
+@pytest.mark.parametrize("rows, direct_read", [(ROWS, True), (chat_rows(12, turns=3), True),
                                              ([{"text": "a", "extra": None}, {"text": "b", "extra": 1}], True),
                                              (MIXED_KEYS, False), (NULL_VALUE, False), (EMPTY_OBJECT, False)])
-def test_json_lines_read_in_memory_equal_what_the_builder_reads(tmp_path: Path, rows: list[dict],
-                                                                 in_memory: bool) -> None:
+def test_json_lines_read_directly_equal_what_the_builder_reads(tmp_path: Path, rows: list[dict],
+                                                                     direct_read: bool) -> None:
     path = write_rows(rows, tmp_path / "data.jsonl", "jsonl")
-    assert (_json_lines_in_memory([str(path)], "train") is not None) == in_memory
+    direct = _json_lines_read_directly([str(path)], "train")
+    assert (direct is not None) == direct_read
+    assert direct is None or direct.cache_files  # file-backed, so workers hand results back by name
     expected = _through_the_builder(path)
     loaded = load_rows(entry(path=str(path)))
     assert loaded.features == expected.features and loaded.to_list() == expected.to_list()
@@ -98,7 +100,7 @@ def test_json_the_reader_refuses_takes_the_builder_path(tmp_path: Path) -> None:
     array = write_rows(ROWS, tmp_path / "array.json", "json")  # one JSON array, not JSON lines
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text('{"a": 1, "b": "x"}\n{"a": "one", "b": "y"}\n')
-    assert _json_lines_in_memory([str(array)], "train") is None or array.read_text().lstrip()[0] != "["
-    assert _json_lines_in_memory([str(mixed)], "train") is None
+    assert _json_lines_read_directly([str(array)], "train") is None or array.read_text().lstrip()[0] != "["
+    assert _json_lines_read_directly([str(mixed)], "train") is None
     assert len(load_rows(entry(path=str(array)))) == 10
-    assert _json_lines_in_memory([str(array)], "train[:5]") is None  # slicing stays with datasets
+    assert _json_lines_read_directly([str(array)], "train[:5]") is None  # slicing stays with datasets

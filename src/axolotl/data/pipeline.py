@@ -223,22 +223,9 @@ def _tokenize_in_chunks(rows: Any, ctx: StrategyContext, name: str, chunks: int,
         function = TokenizeRows(ctx, name, arrow=True, offset=start)
         parts.append(piece.map(function, batched=True, with_indices=True, num_proc=workers,
                                remove_columns=rows.column_names, features=output_features(),
-                               load_from_cache_file=False, cache_file_name=_scratch_file(piece, in_memory),
+                               load_from_cache_file=False,
                                keep_in_memory=in_memory, desc=label, new_fingerprint=_fresh_fingerprint()))
     return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-
-
-def _scratch_file(rows: Any, in_memory: bool) -> str | None:
-    """Where `map` writes the tokenized rows of an in-memory source (a JSON file read directly).
-
-    Without a file `datasets` keeps each worker's output in memory and pickles it back to the
-    main process through a pipe, which cost more than a third of tokenizing time; a file in
-    `datasets`' own per-session scratch folder (removed at exit) is handed back by name."""
-    if in_memory or rows.cache_files:
-        return None
-    from datasets.fingerprint import get_temporary_cache_files_directory
-
-    return str(Path(get_temporary_cache_files_directory()) / f"tokenized-{uuid.uuid4().hex}.arrow")
 
 
 def arrow_column(dataset: Any, name: str) -> Any:

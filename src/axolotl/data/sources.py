@@ -3,13 +3,15 @@
 Everything goes through HF `datasets`; this module only decides which loader to call and turns
 failures into errors that say which dataset and what to do (no bare tracebacks offline). One
 shortcut: a local JSON-lines file of moderate size is read by pyarrow's JSON reader (the reader
-`datasets` itself uses) straight into an in-memory `Dataset`, skipping the builder's cache write,
-which cost more than tokenizing small files; anything that reader refuses takes the normal path.
+`datasets` itself uses) and written as one Arrow file to `datasets`' per-session scratch folder,
+skipping the builder's line-by-line type scan and cache bookkeeping, which cost more than
+tokenizing small files; anything that reader refuses takes the normal path.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -88,30 +90,35 @@ def _files(entry: Any, files: list[str], split: str, streaming: bool, default_ty
         raise DataError(f"dataset `{entry.path}`: cannot tell the file type of {files[:3]}; set `ds_type` "
                         "(json, parquet, csv, arrow, text)")
     if builder == "json" and not streaming:
-        in_memory = _json_lines_in_memory(files, split)
-        if in_memory is not None:
-            return in_memory
+        read_directly = _json_lines_read_directly(files, split)
+        if read_directly is not None:
+            return read_directly
     base_split = split.split("[")[0]
     loaded = datasets.load_dataset(builder, data_files={base_split: files}, split=split, streaming=streaming,
                                    name=_name(entry))
     return loaded
 
 
-IN_MEMORY_JSON_BYTES = 256 * 2**20
-"""Local JSON files up to this total size are read into memory (see the module docstring)."""
+DIRECT_JSON_BYTES = 256 * 2**20
+"""Local JSON files up to this total size are read directly (see the module docstring)."""
 
 
-def _json_lines_in_memory(files: list[str], split: str) -> Any | None:
-    """The rows of local .json/.jsonl files as an in-memory Dataset, or None to use `load_dataset`
-    (split slicing, other files, large files, JSON arrays or mixed-type columns the reader refuses)."""
+def _json_lines_read_directly(files: list[str], split: str) -> Any | None:
+    """The rows of local .json/.jsonl files, or None to use `load_dataset` (split slicing, other
+    files, large files, JSON arrays or mixed-type columns the reader refuses).
+
+    The rows are backed by a file, not held in memory: every later `map` then writes its output
+    next to it, where an in-memory source would make `datasets` pickle each worker's whole output
+    back through a pipe (more than a third of tokenizing time)."""
     paths = [Path(file) for file in files]
     if "[" in split or not paths or any(path.suffix.lower() not in (".json", ".jsonl") for path in paths):
         return None
-    if not all(path.is_file() for path in paths) or sum(path.stat().st_size for path in paths) > IN_MEMORY_JSON_BYTES:
+    if not all(path.is_file() for path in paths) or sum(path.stat().st_size for path in paths) > DIRECT_JSON_BYTES:
         return None
     import datasets
     import pyarrow as pa
     import pyarrow.json as pa_json
+    from datasets.fingerprint import get_temporary_cache_files_directory
 
     try:
         tables = [pa_json.read_json(str(path)) for path in paths]
@@ -120,7 +127,10 @@ def _json_lines_in_memory(files: list[str], split: str) -> Any | None:
         return None
     if not table.num_rows or not table.num_columns or any(_may_have_mixed_keys(column) for column in table.columns):
         return None
-    return datasets.Dataset(table)
+    target = Path(get_temporary_cache_files_directory()) / f"json-{uuid.uuid4().hex}.arrow"
+    with pa.OSFile(str(target), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return datasets.Dataset.from_file(str(target))
 
 
 def _may_have_mixed_keys(column: Any) -> bool:

@@ -9,6 +9,7 @@ is instead of converting lists of lists (together about a tenth of preprocessing
 from __future__ import annotations
 
 import itertools
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,6 +38,12 @@ def output_features() -> Any:
                               "attention_mask": datasets.List(datasets.Value("int8")),
                               "length": datasets.Value("int64"), "n_trained": datasets.Value("int64"),
                               "drop_reason": datasets.Value("string")})
+
+
+@lru_cache(maxsize=1)
+def _output_schema() -> pa.Schema:
+    """`output_features()` as Arrow, built once: every batch's table is made with it."""
+    return output_features().arrow_schema
 
 
 class TokenizeRows:
@@ -119,7 +126,7 @@ class CheckedRows:
             "n_trained": pa.array(trained[offsets[1:]] - trained[offsets[:-1]]),
             "drop_reason": pa.array(self.reasons, type=pa.string()),
         }
-        return pa.table(columns, schema=output_features().arrow_schema)
+        return pa.table(columns, schema=_output_schema())
 
 
 class LengthRules:

@@ -65,8 +65,12 @@ def required(row: Row, name: str) -> Any:
     """A row field that must be present and non-null, else a RowError naming it."""
     value = row.get(name)
     if value is None:
-        raise RowError(f"missing field `{name}` (this dataset type reads it from every row)", name)
+        raise missing_field(name)
     return value
+
+
+def missing_field(name: str) -> RowError:
+    return RowError(f"missing field `{name}` (this dataset type reads it from every row)", name)
 
 
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
@@ -113,15 +117,16 @@ class Fields:
             return batch[name]
         if name in self.optional:
             return [None] * rows
-        raise RowError(f"missing field `{name}` (this dataset type reads it from every row)", name)
+        raise missing_field(name)
 
     def _checked(self, value: Any, name: str) -> str:
+        """A field's value as text: "" for an absent optional field, a RowError for a required one."""
         if isinstance(value, str):
             return value
         if value is None:
             if name in self.optional:
                 return ""
-            raise RowError(f"missing field `{name}` (this dataset type reads it from every row)", name)
+            raise missing_field(name)
         return str(value)
 
     def read(self, row: Row) -> Parts:
@@ -138,10 +143,7 @@ class Fields:
         return _PLACEHOLDER.sub(lambda match: self._value(row, match.group(1)), template)
 
     def _value(self, row: Row, name: str) -> str:
-        if name in self.optional and row.get(name) is None:
-            return ""
-        value = required(row, name)
-        return value if isinstance(value, str) else str(value)
+        return self._checked(row.get(name), name)
 
 
 @dataclass(frozen=True)
