@@ -33,15 +33,13 @@ from axolotl.data.ebft_transforms import BUILTIN_PACKAGE
 from axolotl.data.errors import DataError
 from axolotl.data.fingerprint import dataset_fingerprint
 from axolotl.data.grpo import (
-    ALL_COLUMNS,
     DROP,
-    OUT,
     TOKENS,
-    ApplyTransform,
     MeasurePrompts,
     check_transform_entry,
     prepare_or_reuse,
     resolve_transform,
+    transformed_rows,
 )
 from axolotl.data.pipeline import (
     PreparedData,
@@ -145,17 +143,7 @@ def _apply(rows: Any, entry: Any, index: int, cfg: AxolotlConfig, tokenizer: Any
     transform, remove = transform_of(entry, index, cfg, where)
     if transform is None:
         return rows
-    removed = rows.column_names if remove == ALL_COLUMNS else [remove] if isinstance(remove, str) else remove
-    missing = sorted(set(removed or []) - set(rows.column_names))
-    if missing:
-        raise DataError(f"`{where}.type: {entry.type}` removes columns {missing} that dataset `{name}` does not "
-                        f"have (it has: {', '.join(rows.column_names)})")
-    apply = ApplyTransform(transform, entry.type, name, tokenizer)
-    outputs = [column[len(OUT):] for column in apply(dict(rows[0]), 0)]
-    removed = list(dict.fromkeys([*(removed or []), *(c for c in outputs if c in rows.column_names)]))
-    rows = rows.map(apply, with_indices=True, remove_columns=removed, desc=f"transforming {name}",
-                    new_fingerprint=_fresh_fingerprint(), **common)
-    rows = rows.rename_columns({column: column[len(OUT):] for column in rows.column_names if column.startswith(OUT)})
+    rows = transformed_rows(rows, transform, remove, entry.type, where, name, tokenizer, common)
     if "ground_truth" in rows.column_names and isinstance(rows[0]["ground_truth"], list):
         rows = rows.map(_spread, batched=True, remove_columns=rows.column_names, desc=f"one row per turn of {name}",
                         new_fingerprint=_fresh_fingerprint(), **common)

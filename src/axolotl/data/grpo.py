@@ -267,6 +267,25 @@ class MeasurePrompts:
         return [len(ids) for ids in encoded["input_ids"]]
 
 
+def transformed_rows(rows: Any, transform: Transform, remove: Any, entry_type: str | None, where: str,
+                     name: str, tokenizer: Any, common: dict[str, Any]) -> Any:
+    """`rows` with the entry's transform applied and `remove` (a column, a list, or `"__all__"`)
+    dropped; shared by GRPO and EBFT entries."""
+    removed = rows.column_names if remove == ALL_COLUMNS else [remove] if isinstance(remove, str) else remove
+    missing = sorted(set(removed or []) - set(rows.column_names))
+    if missing:
+        raise DataError(f"`{where}.type: {entry_type}` removes columns {missing} that dataset `{name}` does not "
+                        f"have (it has: {', '.join(rows.column_names)})")
+    apply = ApplyTransform(transform, entry_type, name, tokenizer)
+    # `datasets` keeps an existing column's type when a map rewrites it (an int `answer` returned as
+    # text would come back as an int), so outputs are written under new names and renamed after
+    outputs = [column[len(OUT):] for column in apply(dict(rows[0]), 0)]
+    removed = list(dict.fromkeys([*(removed or []), *(c for c in outputs if c in rows.column_names)]))
+    rows = rows.map(apply, with_indices=True, remove_columns=removed, desc=f"transforming {name}",
+                    new_fingerprint=_fresh_fingerprint(), **common)
+    return rows.rename_columns({column: column[len(OUT):] for column in rows.column_names if column.startswith(OUT)})
+
+
 def prepare_entry(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry: Any, index: int,
                   role: str = "train") -> tuple[Any, DatasetStats]:
     """Load, transform, check and measure one dataset entry (`merge_and_split`'s per-entry step)."""
@@ -282,19 +301,7 @@ def prepare_entry(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry:
     common = {"num_proc": workers, "load_from_cache_file": False, "keep_in_memory": bool(cfg.dataset_keep_in_memory)}
     transform, remove = resolve_transform(entry, index, cfg, where)
     if transform is not None:
-        removed = rows.column_names if remove == ALL_COLUMNS else [remove] if isinstance(remove, str) else remove
-        missing = sorted(set(removed or []) - set(rows.column_names))
-        if missing:
-            raise DataError(f"`{where}.type: {entry.type}` removes columns {missing} that dataset `{name}` does not "
-                            f"have (it has: {', '.join(rows.column_names)})")
-        apply = ApplyTransform(transform, entry.type, name, tokenizer)
-        # `datasets` keeps an existing column's type when a map rewrites it (an int `answer` returned as
-        # text would come back as an int), so outputs are written under new names and renamed after
-        outputs = [column[len(OUT):] for column in apply(dict(rows[0]), 0)]
-        removed = list(dict.fromkeys([*(removed or []), *(c for c in outputs if c in rows.column_names)]))
-        rows = rows.map(apply, with_indices=True, remove_columns=removed, desc=f"transforming {name}",
-                        new_fingerprint=_fresh_fingerprint(), **common)
-        rows = rows.rename_columns({column: column[len(OUT):] for column in rows.column_names if column.startswith(OUT)})
+        rows = transformed_rows(rows, transform, remove, entry.type, where, name, tokenizer, common)
     if "prompt" not in rows.column_names:
         source = f"`type: {entry.type}`" if entry.type else "loading (no `type:`)"
         raise DataError(f"dataset `{name}`: no `prompt` column after {source} (columns: "
