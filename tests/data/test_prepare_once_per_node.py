@@ -31,6 +31,9 @@ def _rank(rank: int, world: int, port: int, workdir: str, tokenizer_dir: str) ->
     result = pipeline.prepare_datasets_once_per_node(cfg, AutoTokenizer.from_pretrained(tokenizer_dir))
     Path(workdir, f"rank{rank}.json").write_text(json.dumps(
         {"prepared": len(prepared_here), "rows": len(result.train), "path": str(result.path)}))
+    from axolotl.training.distributed import release_process_group
+
+    release_process_group()  # as the launchable verbs do: an open gloo group can abort the process at exit
 
 
 def test_first_rank_prepares_and_the_other_reuses(tiny_tokenizer_dir: Path, tmp_path: Path) -> None:

@@ -138,3 +138,26 @@ def test_packed_steps_split_across_ranks_like_accumulation(world: int, accumulat
                           for bin_ in micro)
         alone = sorted(tuple(bin_) for micro in one[step * per_step:(step + 1) * per_step] for bin_ in micro)
         assert together == alone, step
+
+
+def test_launchable_verbs_leave_the_process_group_even_when_they_fail(tmp_path: Path) -> None:
+    """A launched process must destroy its group before exiting (an open gloo group can abort the
+    process at exit, and torchrun then reports the rank as failed)."""
+    import torch.distributed as dist
+
+    from axolotl.cli.output import releases_process_group
+
+    @releases_process_group
+    def verb() -> int:
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+        assert dist.is_initialized()
+        raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        verb()
+    assert not dist.is_initialized()
+    from axolotl.cli import evaluate, train
+    from axolotl.cli.launch import LAUNCHABLE_VERBS
+
+    assert {"train": train.run, "evaluate": evaluate.run}.keys() == set(LAUNCHABLE_VERBS)
+    assert all(run.__code__ is verb.__code__ for run in (train.run, evaluate.run))  # both wrapped

@@ -15,11 +15,12 @@ import sys
 from collections.abc import Sequence
 
 from axolotl.cli.launch import LaunchError, is_main_rank, one_process_note, plan_launch, run_launch
-from axolotl.cli.output import legacy_main, load_or_report
+from axolotl.cli.output import legacy_main, load_or_report, releases_process_group
 
 EXIT_NOT_SUPPORTED = 2
 
 
+@releases_process_group
 def run(config: str, overrides: Sequence[str] = (), *, launcher: str | None = None, model: str = "auto",
         include_train: bool = False, launcher_args: Sequence[str] = ()) -> int:
     """Evaluate as the config describes; problems are printed, never raised as tracebacks.

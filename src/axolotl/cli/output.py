@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import sys
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, ParamSpec, Sequence, TypeVar
 
 from axolotl.config.errors import ConfigError, ConfigIssue
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 EXIT_NOT_SUPPORTED = 2
 """Exit code of a verb refusing a feature that is not implemented yet (1 is a bad input)."""
@@ -61,3 +63,21 @@ def run_or_report(config: str, action: Callable[[], T],
     except errors as error:
         print(f"error: {config}: {error}", file=sys.stderr)
         return None, 1
+
+
+def releases_process_group(verb_run: Callable[P, T]) -> Callable[P, T]:
+    """Wrap a launchable verb so its process leaves the process group it joined before exiting.
+
+    Without the explicit destroy, a launched process that exits with its gloo group open can
+    abort in the group's threads (SIGABRT), and torchrun then reports a finished run as failed."""
+
+    @functools.wraps(verb_run)
+    def run_then_release(*args: P.args, **kwargs: P.kwargs) -> T:
+        from axolotl.training.distributed import release_process_group
+
+        try:
+            return verb_run(*args, **kwargs)
+        finally:
+            release_process_group()
+
+    return run_then_release

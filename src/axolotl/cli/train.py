@@ -24,7 +24,7 @@ from axolotl.cli.launch import (
     plan_launch,
     run_launch,
 )
-from axolotl.cli.output import legacy_main, load_or_report
+from axolotl.cli.output import legacy_main, load_or_report, releases_process_group
 
 if TYPE_CHECKING:
     from axolotl.config.schema import AxolotlConfig
@@ -33,6 +33,7 @@ EXIT_NOT_SUPPORTED = 2
 EXIT_INTERRUPTED = 130
 
 
+@releases_process_group
 def run(config: str, overrides: Sequence[str] = (), launcher: str | None = None,
         launcher_args: Sequence[str] = ()) -> int:
     """Train as the config describes; problems are printed, never raised as tracebacks.

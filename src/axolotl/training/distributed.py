@@ -86,4 +86,17 @@ def check_ranks_agree(cfg: AxolotlConfig) -> None:
     dist.all_gather_object(gathered, comparable_config(cfg))
     found = disagreements(gathered)
     if found:
+        release_process_group()  # every rank stops here: leave no gloo/NCCL threads behind at exit
         raise RanksDisagree(describe_disagreements(found, len(gathered)))
+
+
+def release_process_group() -> None:
+    """Tear down this process's group, if it joined one.
+
+    A process that exits with a gloo group still open can abort in the group's background threads
+    ("terminate called without an active exception", SIGABRT), which the launcher reports as a
+    failed rank even when the run succeeded; torch asks for an explicit destroy before exit."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
