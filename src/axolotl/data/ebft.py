@@ -43,10 +43,10 @@ from axolotl.data.grpo import (
 )
 from axolotl.data.pipeline import (
     PreparedData,
-    _fresh_fingerprint,
     _workers,
     int_column,
 )
+from axolotl.data.scratch import fresh_fingerprint
 from axolotl.data.sources import load_rows
 from axolotl.data.stats import DatasetStats, PreparationStats
 
@@ -146,7 +146,7 @@ def _apply(rows: Any, entry: Any, index: int, cfg: AxolotlConfig, tokenizer: Any
     rows = transformed_rows(rows, transform, remove, entry.type, where, name, tokenizer, common)
     if "ground_truth" in rows.column_names and isinstance(rows[0]["ground_truth"], list):
         rows = rows.map(_spread, batched=True, remove_columns=rows.column_names, desc=f"one row per turn of {name}",
-                        new_fingerprint=_fresh_fingerprint(), **common)
+                        new_fingerprint=fresh_fingerprint(), **common)
     return rows
 
 
@@ -193,7 +193,7 @@ def prepare_entry(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry:
     if reasons:
         LOG.warning("dataset %s: dropped %s", name, ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())))
         measured = measured.filter(lambda reason: reason == "", input_columns=[DROP], num_proc=common["num_proc"],
-                                   load_from_cache_file=False, new_fingerprint=_fresh_fingerprint())
+                                   load_from_cache_file=False, new_fingerprint=fresh_fingerprint())
     stats.tokens = int(int_column(measured, TOKENS).sum())
     return measured.remove_columns([DROP]), stats
 
@@ -213,7 +213,7 @@ def _check_structured(rows: Any, cfg: AxolotlConfig, tokenizer: Any, name: str, 
             raise DataError(f"dataset `{name}`, row {position}: `ground_truth` must be non-empty text, not "
                             f"{reference!r:.40}")
     return rows.map(MeasurePrompts(cfg, tokenizer, name), batched=True, with_indices=True,
-                    desc=f"checking prompts of {name}", new_fingerprint=_fresh_fingerprint(), **common)
+                    desc=f"checking prompts of {name}", new_fingerprint=fresh_fingerprint(), **common)
 
 
 class CheckDocuments:
@@ -260,4 +260,4 @@ def _check_documents(rows: Any, cfg: AxolotlConfig, name: str, source: str, comm
                         "`ebft_strided_structured.transform`, `ebft_strided_chat.transform`, "
                         "`ebft_pretrain.transform` or a transform returning input_ids")
     return rows.map(CheckDocuments(cfg, name), batched=True, with_indices=True, remove_columns=rows.column_names,
-                    desc=f"checking documents of {name}", new_fingerprint=_fresh_fingerprint(), **common)
+                    desc=f"checking documents of {name}", new_fingerprint=fresh_fingerprint(), **common)

@@ -31,20 +31,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from axolotl.config.render import resolved_yaml
 from axolotl.data.errors import DataError
 from axolotl.data.fingerprint import dataset_fingerprint
 from axolotl.data.pipeline import (
     DEFAULT_PREPARED_PATH,
     DEFAULT_SEED,
     PreparedData,
-    _fresh_fingerprint,
-    _load_prepared,
-    _save,
     _workers,
     int_column,
+    load_prepared,
     merge_and_split,
+    save_prepared,
 )
+from axolotl.data.scratch import fresh_fingerprint
 from axolotl.data.sources import load_rows
 from axolotl.data.stats import DatasetStats, PreparationStats, length_histogram
 from axolotl.data.user_code import UserCodeError, import_dotted
@@ -96,7 +95,7 @@ def prepare_or_reuse(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, key
     target = Path(cfg.dataset_prepared_path or DEFAULT_PREPARED_PATH).expanduser().resolve() / key
     if cfg.dataset_prepared_path and target.is_dir():
         LOG.info("reusing prepared data at %s", target)
-        return _load_prepared(target)
+        return load_prepared(target, bool(cfg.dataset_keep_in_memory))
     seed = cfg.seed if cfg.seed is not None else DEFAULT_SEED
     stats = PreparationStats()
     try:
@@ -114,8 +113,7 @@ def prepare_or_reuse(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, key
         finish(train, stats)
     train = train.remove_columns([TOKENS])
     evaluation = evaluation.remove_columns([TOKENS]) if evaluation is not None else None
-    _save(target, train, evaluation, stats, resolved_yaml(cfg))
-    return PreparedData(train, evaluation, stats, target)
+    return save_prepared(target, train, evaluation, stats, cfg)
 
 
 def check_entry(entry: Any, where: str) -> None:
@@ -282,7 +280,7 @@ def transformed_rows(rows: Any, transform: Transform, remove: Any, entry_type: s
     outputs = [column[len(OUT):] for column in apply(dict(rows[0]), 0)]
     removed = list(dict.fromkeys([*(removed or []), *(c for c in outputs if c in rows.column_names)]))
     rows = rows.map(apply, with_indices=True, remove_columns=removed, desc=f"transforming {name}",
-                    new_fingerprint=_fresh_fingerprint(), **common)
+                    new_fingerprint=fresh_fingerprint(), **common)
     return rows.rename_columns({column: column[len(OUT):] for column in rows.column_names if column.startswith(OUT)})
 
 
@@ -307,14 +305,14 @@ def prepare_entry(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry:
         raise DataError(f"dataset `{name}`: no `prompt` column after {source} (columns: "
                         f"{', '.join(rows.column_names)}); return a `prompt` from a `module.function` transform")
     measured = rows.map(MeasurePrompts(cfg, tokenizer, name), batched=True, with_indices=True,
-                        desc=f"checking prompts of {name}", new_fingerprint=_fresh_fingerprint(), **common)
+                        desc=f"checking prompts of {name}", new_fingerprint=fresh_fingerprint(), **common)
     reasons = Counter(measured[DROP])
     stats.rows_out = reasons.pop("", 0)
     stats.dropped = dict(reasons)
     if reasons:
         LOG.warning("dataset %s: dropped %s", name, ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())))
         measured = measured.filter(lambda reason: reason == "", input_columns=[DROP], num_proc=workers,
-                                   load_from_cache_file=False, new_fingerprint=_fresh_fingerprint())
+                                   load_from_cache_file=False, new_fingerprint=fresh_fingerprint())
     stats.tokens = int(int_column(measured, TOKENS).sum())
     return measured.remove_columns([DROP]), stats
 

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,6 +25,7 @@ from axolotl.config.render import RESOLVED_CONFIG_NAME, resolved_yaml
 from axolotl.data.errors import DataError
 from axolotl.data.fingerprint import dataset_fingerprint
 from axolotl.data.packing import pack, packing_efficiency
+from axolotl.data.scratch import fresh_fingerprint, remove_scratch_files
 from axolotl.data.sources import load_rows
 from axolotl.data.stats import DatasetStats, PreparationStats, length_histogram
 from axolotl.data.strategies.base import StrategyContext
@@ -65,15 +65,14 @@ def prepare_datasets(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase,
     target = root / key
     if (cfg.dataset_prepared_path or reuse_cache) and target.is_dir():
         LOG.info("reusing prepared data at %s", target)
-        return _load_prepared(target)
+        return load_prepared(target, bool(cfg.dataset_keep_in_memory))
     if cfg.reward_model:  # pairs for a reward model; every other method has SFT-shaped rows
         from axolotl.data.reward.pairs import prepare_pairs
 
         train, evaluation, stats = prepare_pairs(cfg, tokenizer)
     else:
         train, evaluation, stats = _prepare(cfg, tokenizer)
-    _save(target, train, evaluation, stats, resolved_yaml(cfg))
-    return PreparedData(train, evaluation, stats, target)
+    return save_prepared(target, train, evaluation, stats, cfg)
 
 
 DEFAULT_DDP_TIMEOUT_S = 1800
@@ -143,13 +142,14 @@ def merge_and_split(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, toke
     parts = []
     for index, entry in enumerate(cfg.datasets or []):
         part, part_stats = tokenize(cfg, tokenizer, entry, index)
-        parts.append(part.shuffle(seed=seed) if cfg.shuffle_before_merging_datasets else part)
+        parts.append(part.shuffle(seed=seed, new_fingerprint=fresh_fingerprint())
+                     if cfg.shuffle_before_merging_datasets else part)
         stats.datasets.append(part_stats)
     train = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     if cfg.dataset_exact_deduplication:
         train, stats.duplicates_removed = dedupe(train)
     if cfg.shuffle_merged_datasets:
-        train = train.shuffle(seed=seed)
+        train = train.shuffle(seed=seed, new_fingerprint=fresh_fingerprint())
     if cfg.dataset_shard_num:
         train = train.shard(num_shards=cfg.dataset_shard_num, index=cfg.dataset_shard_idx or 0)
     if cfg.test_datasets:
@@ -164,7 +164,8 @@ def merge_and_split(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, toke
         return train, None
     if len(train) < 2:
         raise DataError(f"`val_set_size: {size}` needs at least 2 prepared rows; there are {len(train)}")
-    split = train.train_test_split(test_size=size if size < 1 else int(size), seed=seed, shuffle=True)
+    split = train.train_test_split(test_size=size if size < 1 else int(size), seed=seed, shuffle=True,
+                                   train_new_fingerprint=fresh_fingerprint(), test_new_fingerprint=fresh_fingerprint())
     return split["train"], split["test"]
 
 
@@ -202,7 +203,7 @@ def tokenize_entry(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry
     kept_count = reasons.pop("", 0)
     stats.dropped = dict(reasons)
     kept = mapped.filter(_kept, input_columns=["drop_reason"], batched=True, num_proc=workers,
-                         load_from_cache_file=False, new_fingerprint=_fresh_fingerprint()) if reasons else mapped
+                         load_from_cache_file=False, new_fingerprint=fresh_fingerprint()) if reasons else mapped
     stats.rows_out = kept_count
     stats.tokens = int(int_column(kept, "length").sum())
     stats.trained_tokens = int(int_column(kept, "n_trained").sum())
@@ -224,7 +225,7 @@ def _tokenize_in_chunks(rows: Any, ctx: StrategyContext, name: str, chunks: int,
         parts.append(piece.map(function, batched=True, with_indices=True, num_proc=workers,
                                remove_columns=rows.column_names, features=output_features(),
                                load_from_cache_file=False,
-                               keep_in_memory=in_memory, desc=label, new_fingerprint=_fresh_fingerprint()))
+                               keep_in_memory=in_memory, desc=label, new_fingerprint=fresh_fingerprint()))
     return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 
@@ -237,12 +238,6 @@ def arrow_column(dataset: Any, name: str) -> Any:
 
 def int_column(dataset: Any, name: str) -> np.ndarray:
     return arrow_column(dataset, name).to_numpy().astype(np.int64, copy=False)
-
-
-def _fresh_fingerprint() -> str:
-    """Our own cache key decides reuse; a fresh `datasets` fingerprint spares it from hashing the
-    map function, which pickles the whole tokenizer (seconds for a 150k-token vocabulary)."""
-    return uuid.uuid4().hex
 
 
 def _kept(reasons: list[str]) -> list[bool]:
@@ -289,14 +284,32 @@ def _save(target: Path, train: Any, evaluation: Any, stats: PreparationStats, co
         raise
 
 
-def _load_prepared(target: Path) -> PreparedData:
-    import datasets
+def save_prepared(target: Path, train: Any, evaluation: Any, stats: PreparationStats,
+                  cfg: AxolotlConfig) -> PreparedData:
+    """Save the prepared splits under `target` and hand back the saved copy, so the cache files
+    the preparation wrote along the way can go (see `scratch.py`)."""
+    _save(target, train, evaluation, stats, resolved_yaml(cfg))
+    saved = _open_prepared(target, stats, in_memory=bool(cfg.dataset_keep_in_memory))
+    removed = remove_scratch_files([train, evaluation])
+    if removed:
+        LOG.debug("removed %d intermediate cache files", removed)
+    return saved
 
-    train = datasets.load_from_disk(str(target / "train"))
-    evaluation = datasets.load_from_disk(str(target / "eval")) if (target / "eval").is_dir() else None
+
+def load_prepared(target: Path, in_memory: bool = False) -> PreparedData:
+    """Prepared data an earlier run saved under `target`."""
     raw = json.loads((target / STATS_FILE).read_text())
     per_dataset = [DatasetStats(**item) for item in raw.pop("datasets")]
     raw["length_histogram"] = [tuple(item) for item in raw["length_histogram"]]
     stats = PreparationStats(datasets=per_dataset, **raw)
     stats.reused_cache = True
+    return _open_prepared(target, stats, in_memory)
+
+
+def _open_prepared(target: Path, stats: PreparationStats, in_memory: bool) -> PreparedData:
+    import datasets
+
+    train = datasets.load_from_disk(str(target / "train"), keep_in_memory=in_memory)
+    evaluation = (datasets.load_from_disk(str(target / "eval"), keep_in_memory=in_memory)
+                  if (target / "eval").is_dir() else None)
     return PreparedData(train, evaluation, stats, target)

@@ -11,12 +11,12 @@ tokenizing small files; anything that reader refuses takes the normal path.
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 from axolotl.config.locations import DATA_FILE_TYPES, REMOTE_FS_PREFIXES, looks_local
 from axolotl.data.errors import DataError
+from axolotl.data.scratch import fresh_fingerprint, scratch_file_name
 
 
 def infer_ds_type(files: list[str]) -> str | None:
@@ -127,7 +127,8 @@ def _json_lines_read_directly(files: list[str], split: str) -> Any | None:
         return None
     if not table.num_rows or not table.num_columns or any(_may_have_mixed_keys(column) for column in table.columns):
         return None
-    target = Path(get_temporary_cache_files_directory()) / f"json-{uuid.uuid4().hex}.arrow"
+    # named like a transform's output, so it goes with them once the prepared data is saved
+    target = Path(get_temporary_cache_files_directory()) / scratch_file_name(fresh_fingerprint())
     with pa.OSFile(str(target), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return datasets.Dataset.from_file(str(target))

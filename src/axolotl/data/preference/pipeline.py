@@ -26,7 +26,6 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from axolotl.config.render import resolved_yaml
 from axolotl.data.encoding import encode_batch
 from axolotl.data.errors import DataError, RowError
 from axolotl.data.fingerprint import dataset_fingerprint
@@ -34,17 +33,17 @@ from axolotl.data.pipeline import (
     DEFAULT_PREPARED_PATH,
     DEFAULT_SEED,
     PreparedData,
-    _fresh_fingerprint,
     _kept,
-    _load_prepared,
-    _save,
     _workers,
     arrow_column,
     int_column,
+    load_prepared,
     merge_and_split,
+    save_prepared,
 )
 from axolotl.data.preference.base import COLUMNS, PreferenceContext, Row, label, preference_kind, text
 from axolotl.data.preference.registry import resolve
+from axolotl.data.scratch import fresh_fingerprint
 from axolotl.data.sources import load_rows
 from axolotl.data.stats import DatasetStats, PreparationStats, length_histogram
 
@@ -74,10 +73,9 @@ def prepare_preference_datasets(cfg: AxolotlConfig, tokenizer: PreTrainedTokeniz
     target = Path(cfg.dataset_prepared_path or DEFAULT_PREPARED_PATH).expanduser().resolve() / key
     if cfg.dataset_prepared_path and target.is_dir():
         LOG.info("reusing prepared data at %s", target)
-        return _load_prepared(target)
+        return load_prepared(target, bool(cfg.dataset_keep_in_memory))
     train, evaluation, stats = _prepare(cfg, tokenizer, kind)
-    _save(target, train, evaluation, stats, resolved_yaml(cfg))
-    return PreparedData(train, evaluation, stats, target)
+    return save_prepared(target, train, evaluation, stats, cfg)
 
 
 def preference_fingerprint(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, kind: str) -> str:
@@ -122,13 +120,13 @@ def format_entry(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry: 
     mapped = rows.map(FormatRows(ctx, name), batched=True, with_indices=True, num_proc=workers,
                       remove_columns=rows.column_names, load_from_cache_file=False,
                       keep_in_memory=bool(cfg.dataset_keep_in_memory), desc=f"formatting {name}",
-                      new_fingerprint=_fresh_fingerprint())
+                      new_fingerprint=fresh_fingerprint())
     reasons = Counter({item["values"]: item["counts"]
                        for item in arrow_column(mapped, "drop_reason").value_counts().to_pylist()})
     stats.rows_out = reasons.pop("", 0)
     stats.dropped = dict(reasons)
     kept = mapped.filter(_kept, input_columns=["drop_reason"], batched=True, num_proc=workers,
-                         load_from_cache_file=False, new_fingerprint=_fresh_fingerprint()) if reasons else mapped
+                         load_from_cache_file=False, new_fingerprint=fresh_fingerprint()) if reasons else mapped
     stats.tokens = int(int_column(kept, "n_tokens").sum())
     stats.trained_tokens = int(int_column(kept, "n_trained").sum())
     if reasons:

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from axolotl.data.errors import DataError, RowError
 from axolotl.data.pipeline import (
     DEFAULT_SEED,
-    _fresh_fingerprint,
     _kept,
     _workers,
     arrow_column,
@@ -26,6 +25,7 @@ from axolotl.data.pipeline import (
     merge_and_split,
 )
 from axolotl.data.reward.bradley_terry import PAIR_STRATEGIES, PairStrategy, TokenizedPairs
+from axolotl.data.scratch import fresh_fingerprint
 from axolotl.data.sources import load_rows
 from axolotl.data.stats import DatasetStats, PreparationStats, length_histogram
 from axolotl.data.strategies.base import StrategyContext
@@ -90,13 +90,13 @@ def tokenize_pairs(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry
     mapped = rows.map(TokenizePairRows(ctx, name), batched=True, with_indices=True, num_proc=workers,
                       remove_columns=rows.column_names, load_from_cache_file=False,
                       keep_in_memory=bool(cfg.dataset_keep_in_memory), desc=f"tokenizing {name}",
-                      new_fingerprint=_fresh_fingerprint())
+                      new_fingerprint=fresh_fingerprint())
     reasons = Counter({item["values"]: item["counts"]
                        for item in arrow_column(mapped, "drop_reason").value_counts().to_pylist()})
     stats.rows_out = reasons.pop("", 0)
     stats.dropped = dict(reasons)
     kept = mapped.filter(_kept, input_columns=["drop_reason"], batched=True, num_proc=workers,
-                         load_from_cache_file=False, new_fingerprint=_fresh_fingerprint()) if reasons else mapped
+                         load_from_cache_file=False, new_fingerprint=fresh_fingerprint()) if reasons else mapped
     stats.tokens = _pair_tokens(kept)
     stats.trained_tokens = SCORES_PER_PAIR * stats.rows_out
     return kept.remove_columns(["drop_reason"]), stats
