@@ -11,6 +11,7 @@ sdpa attention, AdamW (fused), lr 1e-5 constant, `--warmup` + `--steps` optimize
 | single | 1         | 1 x 2                      | -                                           |
 | ddp    | 2         | 1 x 1                      | DDP                                         |
 | fsdp   | 2         | 1 x 1                      | FSDP2 full shard, sharded checkpoint at the end |
+| fsdp-bf16 | 2      | 1 x 1                      | FSDP2 with `mixed_precision_policy: bf16` (accelerate's policy: bf16 reduce and outputs) |
 | zero3  | 2         | 1 x 1                      | DeepSpeed ZeRO-3 (deepspeed_configs/zero3_bf16.json) |
 
 Scaling efficiency = 2-GPU tokens/s / (2 x 1-GPU tokens/s). Loss: the largest |difference| over the
@@ -44,9 +45,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(HERE).parent
-CASES = {"single": 1, "ddp": 2, "fsdp": 2, "zero3": 2}
+CASES = {"single": 1, "ddp": 2, "fsdp": 2, "fsdp-bf16": 2, "zero3": 2}
 """case -> processes."""
-NEEDS_CUDA = ("fsdp", "zero3")
+NEEDS_CUDA = ("fsdp", "fsdp-bf16", "zero3")
 
 
 def _sft_throughput() -> Any:
@@ -87,6 +88,8 @@ def config_text(case: str, model_dir: Path, data: Path, work: Path, steps: int, 
     if case == "fsdp":
         lines += ["fsdp_version: 2", "fsdp_config:", "  reshard_after_forward: true",
                   "  state_dict_type: SHARDED_STATE_DICT"]
+    if case == "fsdp-bf16":
+        lines += ["fsdp_version: 2", "fsdp_config:", "  reshard_after_forward: true", "  mixed_precision_policy: bf16"]
     if case == "zero3":
         lines.append(f"deepspeed: {REPO / 'deepspeed_configs' / 'zero3_bf16.json'}")
     return "\n".join(lines) + "\n"
@@ -251,15 +254,15 @@ def drive(args: argparse.Namespace, work: Path) -> None:
 def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     base = results.get("single")
     base_rate = base["tokens_per_s"] if isinstance(base, dict) else None
-    print(f"\n{'case':<7} {'GPUs':>4} {'tokens/s':>10} {'scaling':>8} {'peak GiB/GPU':>13} {'max |dloss|':>11} "
+    print(f"\n{'case':<9} {'GPUs':>4} {'tokens/s':>10} {'scaling':>8} {'peak GiB/GPU':>13} {'max |dloss|':>11} "
           f"{'dloss step 1':>12} {'final loss':>10}")
     for case, result in results.items():
         if not isinstance(result, dict):
-            print(f"{case:<7} {result}")
+            print(f"{case:<9} {result}")
             continue
         scaling = result["tokens_per_s"] / (result["processes"] * base_rate) if base_rate and case != "single" else None
         diffs = [abs(a - b) for a, b in zip(result["losses"], base["losses"])] if isinstance(base, dict) else []
-        print(f"{case:<7} {result['processes']:>4} {result['tokens_per_s']:>10,.0f} "
+        print(f"{case:<9} {result['processes']:>4} {result['tokens_per_s']:>10,.0f} "
               f"{f'{scaling:.1%}' if scaling is not None else '-':>8} {max(result['peak_gib_per_gpu']):>13.2f} "
               f"{f'{max(diffs):.2e}' if diffs else '-':>11} {f'{diffs[0]:.2e}' if diffs else '-':>12} "
               f"{result['losses'][-1]:>10.4f}")

@@ -84,6 +84,7 @@ def test_fsdp_defaults_wrap_the_models_own_layers() -> None:
     ("fsdp_config:\n  auto_wrap_policy: SIZE_BASED_WRAP\n  min_num_params: 1000\n",
      FSDPPlan(auto_wrap_policy="SIZE_BASED_WRAP", min_num_params=1000)),
     ("fsdp_config:\n  transformer_layer_cls_to_wrap: A, B\n", FSDPPlan(layer_classes=("A", "B"))),
+    ("fsdp_config:\n  mixed_precision_policy: bf16\n", FSDPPlan(mixed_precision="bf16")),
 ])
 def test_fsdp1_spellings_and_options_resolve(extra: str, expected: FSDPPlan) -> None:
     assert fsdp_plan(cfg_of(extra)) == expected
@@ -102,6 +103,8 @@ def test_fsdp1_spellings_and_options_resolve(extra: str, expected: FSDPPlan) -> 
     ("fsdp_config:\n  state_dict_type: LOCAL_STATE_DICT\n", "does not exist in FSDP2"),
     ("fsdp_config:\n  cpu_offload_pin_memory: false\n", "only applies with `offload_params: true`"),
     ("fsdp_config:\n  min_num_params: 100\n", "only applies with `auto_wrap_policy: SIZE_BASED_WRAP`"),
+    ("fsdp_config:\n  mixed_precision_policy: bfloat16\n", "`fsdp_config.mixed_precision_policy: bfloat16`: use one of "
+     "bf16, fp16, fp32"),
 ])
 def test_fsdp_settings_that_cannot_work_are_errors(extra: str, message: str) -> None:
     with pytest.raises(TrainingConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -110,7 +113,6 @@ def test_fsdp_settings_that_cannot_work_are_errors(extra: str, message: str) -> 
 
 @pytest.mark.parametrize(("extra", "message"), [
     ("fsdp_version: 1\n" + FSDP, "`fsdp_version: 1` is not supported yet"),
-    ("fsdp_config:\n  mixed_precision_policy: bf16\n", "mixed_precision_policy` is not supported yet"),
 ])
 def test_fsdp_features_not_supported_yet(extra: str, message: str) -> None:
     with pytest.raises(NotSupportedYet, match=message):
@@ -229,8 +231,9 @@ def test_torch_compile_auto_is_off_under_sharding() -> None:
 # after the Trainer is built
 # --------------------------------------------------------------------------------------------
 
-def _trainer(plugin: Any = None, deepspeed: bool = False) -> Any:
-    return SimpleNamespace(accelerator=SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin)),
+def _trainer(plugin: Any = None, deepspeed: bool = False, mixed_precision: str = "bf16") -> Any:
+    return SimpleNamespace(accelerator=SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin),
+                                                       mixed_precision=mixed_precision),
                            is_deepspeed_enabled=deepspeed)
 
 
@@ -246,3 +249,27 @@ def test_unpinned_offload_is_set_on_the_plugin() -> None:
     plugin = SimpleNamespace(cpu_offload=True)
     check_engine(_trainer(plugin), cfg_of("fsdp_config:\n  offload_params: true\n  cpu_offload_pin_memory: false\n"))
     assert type(plugin.cpu_offload).__name__ == "CPUOffloadPolicy" and plugin.cpu_offload.pin_memory is False
+
+
+@pytest.mark.parametrize(("extra", "mixed_precision", "expected"), [
+    # unset: compute in the training dtype, reduce gradients in fp32, the returned loss left in fp32
+    ("", "bf16", ("bfloat16", "float32", None)),
+    ("", "fp16", ("float16", "float32", None)),
+    ("", "no", None),  # no mixed precision: accelerate's (no) policy stays
+    # set: accelerate's (and the reference's) meaning, everything in that dtype
+    ("  mixed_precision_policy: bf16\n", "bf16", ("bfloat16", "bfloat16", "bfloat16")),
+    ("  mixed_precision_policy: fp32\n", "bf16", ("float32", "float32", "float32")),
+])
+def test_the_fsdp2_mixed_precision_policy_is_set_on_the_plugin(extra: str, mixed_precision: str,
+                                                                expected: tuple | None) -> None:
+    plugin = SimpleNamespace(cpu_offload=None, mixed_precision_policy="accelerate's")
+    check_engine(_trainer(plugin, mixed_precision=mixed_precision), cfg_of("fsdp_config:\n  reshard_after_forward: true\n"
+                                                                           + extra))
+    policy = plugin.mixed_precision_policy
+    if expected is None:
+        assert policy == "accelerate's"
+        return
+    assert type(policy).__name__ == "MixedPrecisionPolicy"
+    names = tuple(None if dtype is None else str(dtype).removeprefix("torch.")
+                  for dtype in (policy.param_dtype, policy.reduce_dtype, policy.output_dtype))
+    assert names == expected

@@ -16,6 +16,7 @@ switched on through TrainingArguments, which hands them to accelerate:
 | fsdp_config.state_dict_type                   | state_dict_type (checkpoints; default FULL_STATE_DICT) |
 | fsdp_final_state_dict_type / fsdp_config.final_state_dict_type | the final save (`save_final_model`; default FULL_STATE_DICT) |
 | fsdp_config.activation_checkpointing          | activation_checkpointing                              |
+| fsdp_config.mixed_precision_policy            | the plugin's MixedPrecisionPolicy, set after the Trainer builds it (see `fsdp_mixed_precision`) |
 | fsdp_config.cpu_ram_efficient_loading         | same, plus ACCELERATE_USE_FSDP=true so transformers loads real weights on rank 0 only |
 | dp_shard_size / dp_replicate_size             | parallelism_config=ParallelismConfig(...) (FSDP2 only; HSDP) |
 | deepspeed (JSON path or dict)                 | deepspeed (transformers fills the "auto" values)      |
@@ -52,6 +53,8 @@ LEGACY_FSDP_OPTIONS: dict[str, tuple[str, bool] | None] = {
 """`fsdp: [...]` words -> the fsdp_config key they set (auto_wrap: the default policy)."""
 SHARDING_STRATEGIES = {"FULL_SHARD": True, "SHARD_GRAD_OP": False}
 """FSDP1 `sharding_strategy` -> FSDP2 `reshard_after_forward`."""
+MIXED_PRECISION_DTYPES = ("bf16", "fp16", "fp32")
+"""Values of `fsdp_config.mixed_precision_policy` (accelerate's names)."""
 PACKED_LOADER_ACCELERATOR_KEYS = ("split_batches", "dispatch_batches", "even_batches")
 """accelerator_config keys about the dataloader accelerate prepares; the packed loader is not one."""
 
@@ -70,6 +73,7 @@ class FSDPPlan:
     min_num_params: int | None = None
     activation_checkpointing: bool = False
     cpu_ram_efficient_loading: bool = False
+    mixed_precision: str | None = None
 
 
 def fsdp_requested(cfg: AxolotlConfig) -> bool:
@@ -118,9 +122,10 @@ def fsdp_plan(cfg: AxolotlConfig) -> FSDPPlan | None:
     if stale:
         raise TrainingConfigError(f"`fsdp_config` {', '.join(f'`{k}`' for k in stale)}: FSDP1 options with no "
                                   "effect in FSDP2; remove them")
-    if block.mixed_precision_policy is not None:
-        raise NotSupportedYet("`fsdp_config.mixed_precision_policy` is not supported yet; FSDP2 computes in the "
-                              "dtype of `bf16`/`fp16` (fp32 master weights)")
+    if block.mixed_precision_policy is not None and block.mixed_precision_policy not in MIXED_PRECISION_DTYPES:
+        raise TrainingConfigError(f"`fsdp_config.mixed_precision_policy: {block.mixed_precision_policy}`: use one of "
+                                  f"{', '.join(MIXED_PRECISION_DTYPES)}, or leave it unset (compute in the `bf16`/"
+                                  "`fp16` dtype, reduce gradients in fp32)")
     if block.sharding_strategy in ("NO_SHARD", "HYBRID_SHARD"):
         raise TrainingConfigError(f"`fsdp_config.sharding_strategy: {block.sharding_strategy}` has no FSDP2 form: "
                                   "for hybrid sharding set `dp_shard_size` and `dp_replicate_size`; for no "
@@ -152,7 +157,8 @@ def fsdp_plan(cfg: AxolotlConfig) -> FSDPPlan | None:
                     state_dict_type=block.state_dict_type or FULL, final_state_dict_type=final or FULL,
                     auto_wrap_policy=policy, layer_classes=classes, min_num_params=block.min_num_params,
                     activation_checkpointing=bool(block.activation_checkpointing),
-                    cpu_ram_efficient_loading=bool(block.cpu_ram_efficient_loading))
+                    cpu_ram_efficient_loading=bool(block.cpu_ram_efficient_loading),
+                    mixed_precision=block.mixed_precision_policy)
 
 
 def fsdp_config_dict(plan: FSDPPlan) -> dict[str, Any]:
@@ -317,10 +323,35 @@ def check_engine(trainer: Trainer, cfg: AxolotlConfig) -> None:
         raise TrainingConfigError("`deepspeed` is set but accelerate did not enable DeepSpeed (it needs a "
                                   "multi-process launch on CUDA GPUs); launch with `--launcher torchrun` on GPUs")
     plan = fsdp_plan(cfg)
-    if plugin is not None and plan is not None and plan.offload_params and not plan.pin_memory:
+    if plugin is None or plan is None:
+        return
+    if plan.offload_params and not plan.pin_memory:
         from torch.distributed.fsdp import CPUOffloadPolicy
 
         plugin.cpu_offload = CPUOffloadPolicy(pin_memory=False)
+    policy = fsdp_mixed_precision(plan, trainer.accelerator.mixed_precision)
+    if policy is not None:
+        plugin.mixed_precision_policy = policy
+
+
+def fsdp_mixed_precision(plan: FSDPPlan, mixed_precision: str) -> Any:
+    """FSDP2's MixedPrecisionPolicy for the run (None: leave accelerate's, i.e. none without mixed precision).
+
+    `mixed_precision_policy: bf16|fp16|fp32` means what it means to accelerate (and the reference):
+    parameters, gradient reduction and module outputs all in that dtype. Unset, with `bf16`/`fp16`
+    training, we keep accelerate's compute dtype but reduce gradients in fp32 and leave outputs
+    uncast, where accelerate would reduce in the low-precision dtype (rank sums lose precision) and
+    cast the loss the model returns to it (logged losses rounded to 3 significant digits)."""
+    import torch
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if plan.mixed_precision is not None:
+        dtype = dtypes[plan.mixed_precision]
+        return MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=dtype, output_dtype=dtype)
+    if mixed_precision not in ("bf16", "fp16"):
+        return None
+    return MixedPrecisionPolicy(param_dtype=dtypes[mixed_precision], reduce_dtype=torch.float32)
 
 
 def save_final_model(trainer: Trainer, cfg: AxolotlConfig, directory: Path) -> None:
