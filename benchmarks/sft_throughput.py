@@ -120,6 +120,27 @@ def config_text(model_dir: Path, data: Path, work: Path, case: str, steps: int) 
     return "\n".join(lines) + "\n"
 
 
+def release_earlier_cases() -> float:
+    """Free what earlier cases of this process left on the GPU -> GiB still allocated.
+
+    The peak of a case counts everything allocated when it starts: compiled graphs (which hold their
+    model's modules) or a lingering trainer from an earlier case would inflate it. Non-zero means
+    the case's peak is not its own; run that case alone (one `--case` per process) to be sure."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    left = torch.cuda.memory_allocated() / 2**30
+    torch._dynamo.reset()
+    gc.collect()
+    torch.cuda.empty_cache()
+    held = torch.cuda.memory_allocated() / 2**30
+    if left > 0.01:
+        print(f"# earlier cases left {left:.2f} GiB allocated; {held:.2f} GiB after resetting the compiler caches")
+    return held
+
+
 def run_case(case: str, model_dir: Path, data: Path, work: Path, warmup: int, steps: int, shape: dict[str, Any],
              lengths: list[int]) -> dict[str, Any]:
     import torch
@@ -135,7 +156,9 @@ def run_case(case: str, model_dir: Path, data: Path, work: Path, warmup: int, st
     cfg = load_config_text(config_text(model_dir, data, work, case, warmup + steps), f"{case}.yml", env=env).cfg
     clock = StepClock()
     cuda = torch.cuda.is_available()
+    held = 0.0
     if cuda:
+        held = release_earlier_cases()
         torch.cuda.reset_peak_memory_stats()
     train(cfg, extra_callbacks=[clock])
     seconds = clock.times[-1] - clock.times[warmup - 1]
@@ -146,7 +169,8 @@ def run_case(case: str, model_dir: Path, data: Path, work: Path, warmup: int, st
     peak = peak_bf16_flops()
     mfu = training_flops_per_token(model_shape, lengths) * rate / peak if peak else None
     return {"case": case, "useful_tokens_per_s": round(rate), "mfu": round(mfu, 4) if mfu is not None else None,
-            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None, "steps": steps,
+            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+            "held_before_gib": round(held, 2), "steps": steps,
             "warmup": warmup, "device": torch.cuda.get_device_name(0) if cuda else "cpu"}
 
 
@@ -185,7 +209,7 @@ def main() -> None:
         if any(sequence_len(case) == LONG for case in cases):
             long_data, long_lengths = write_documents(work / "long.parquet", LONG * (args.warmup + args.steps + 2),
                                                       shape["vocab_size"], 1234, fixed_length=LONG)
-        print(f"{'case':<24} {'tokens/s':>10} {'MFU':>7} {'peak GiB':>9}")
+        print(f"{'case':<24} {'tokens/s':>10} {'MFU':>7} {'peak GiB':>9} {'held before':>11}")
         ours = []
         for case in cases:
             long = sequence_len(case) == LONG
@@ -193,7 +217,8 @@ def main() -> None:
                               long_lengths if long else lengths)
             peak = f"{result['peak_gib']:>9.2f}" if result["peak_gib"] is not None else f"{'-':>9}"
             mfu = f"{result['mfu']:>7.1%}" if result["mfu"] is not None else f"{'-':>7}"
-            print(f"{case:<24} {result['useful_tokens_per_s']:>10,} {mfu} {peak}", flush=True)
+            print(f"{case:<24} {result['useful_tokens_per_s']:>10,} {mfu} {peak} {result['held_before_gib']:>11.2f}",
+                  flush=True)
             ours.append(result)
             if args.out:
                 with args.out.open("a") as handle:
