@@ -31,7 +31,7 @@ def _rank(rank: int, world: int, port: int, workdir: str, tokenizer_dir: str) ->
     result = pipeline.prepare_datasets_once_per_node(cfg, AutoTokenizer.from_pretrained(tokenizer_dir))
     Path(workdir, f"rank{rank}.json").write_text(json.dumps(
         {"prepared": len(prepared_here), "rows": len(result.train), "path": str(result.path)}))
-    from axolotl.training.distributed import release_process_group
+    from axolotl.process_group import release_process_group
 
     release_process_group()  # as the launchable verbs do: an open gloo group can abort the process at exit
 

@@ -73,7 +73,7 @@ def releases_process_group(verb_run: Callable[P, T]) -> Callable[P, T]:
 
     @functools.wraps(verb_run)
     def run_then_release(*args: P.args, **kwargs: P.kwargs) -> T:
-        from axolotl.training.distributed import release_process_group
+        from axolotl.process_group import release_process_group
 
         try:
             return verb_run(*args, **kwargs)

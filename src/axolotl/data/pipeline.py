@@ -15,7 +15,6 @@ import os
 import shutil
 from collections import Counter
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -30,6 +29,7 @@ from axolotl.data.sources import load_rows
 from axolotl.data.stats import DatasetStats, PreparationStats, length_histogram
 from axolotl.data.strategies.base import StrategyContext
 from axolotl.data.tokenized_rows import TokenizeRows, output_features
+from axolotl.process_group import init_process_group, launched_world_size
 
 if TYPE_CHECKING:
     import datasets
@@ -75,27 +75,17 @@ def prepare_datasets(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase,
     return save_prepared(target, train, evaluation, stats, cfg)
 
 
-DEFAULT_DDP_TIMEOUT_S = 1800
-"""transformers' default `ddp_timeout`."""
-
-
 def prepare_datasets_once_per_node(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase) -> PreparedData:
     """Under a multi-process launch (torchrun/accelerate set WORLD_SIZE), each node's first rank
     prepares the data with `dataset_num_proc` workers while the node's other ranks wait at a
     barrier, then they load its cache: the work is done once per node, and no rank sits in a
     collective long enough to time out. A single process prepares directly."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if launched_world_size() <= 1:
         return prepare_datasets(cfg, tokenizer)
-    import torch
     import torch.distributed as dist
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():  # the Trainer (accelerate) reuses this group later
-        if torch.cuda.is_available():
-            torch.cuda.set_device(local_rank)
-        # `ddp_timeout` (as the Trainer would use; default 30 min) bounds the wait for the preparation
-        timeout = timedelta(seconds=cfg.ddp_timeout or DEFAULT_DDP_TIMEOUT_S)
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo", timeout=timeout)
+    init_process_group(cfg)  # `ddp_timeout` bounds the wait for the preparation; the Trainer reuses the group
     if local_rank != 0:
         dist.barrier()  # until the node's first rank has written the cache
         return prepare_datasets(cfg, tokenizer, reuse_cache=True)

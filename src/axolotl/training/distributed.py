@@ -9,9 +9,9 @@ so each rank's resolved config is compared with rank 0's before anything is load
 
 from __future__ import annotations
 
-import os
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+
+from axolotl.process_group import init_process_group, launched_world_size, release_process_group
 
 if TYPE_CHECKING:
     from axolotl.config.schema import AxolotlConfig
@@ -20,30 +20,9 @@ RANK_LOCAL_KEYS = frozenset({"local_rank", "dataset_num_proc", "dataset_processe
 """Keys that may differ between ranks: the rank itself and the number of preprocessing workers
 (a per-machine default, and only the first rank of a node prepares data)."""
 
-DEFAULT_DDP_TIMEOUT_S = 1800
-
 
 class RanksDisagree(ValueError):
     """Ranks resolved different configs (names the ranks and keys)."""
-
-
-def launched_world_size() -> int:
-    """Processes of this run as the launcher announced them (1 when not launched)."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
-
-
-def init_process_group(cfg: AxolotlConfig) -> None:
-    """Join the launcher's process group unless joined already (the Trainer reuses it): NCCL on
-    GPUs, gloo on CPU; `ddp_timeout` bounds every wait, as the Trainer's would."""
-    import torch
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo",
-                            timeout=timedelta(seconds=cfg.ddp_timeout or DEFAULT_DDP_TIMEOUT_S))
 
 
 def comparable_config(cfg: AxolotlConfig) -> dict[str, Any]:
@@ -88,15 +67,3 @@ def check_ranks_agree(cfg: AxolotlConfig) -> None:
     if found:
         release_process_group()  # every rank stops here: leave no gloo/NCCL threads behind at exit
         raise RanksDisagree(describe_disagreements(found, len(gathered)))
-
-
-def release_process_group() -> None:
-    """Tear down this process's group, if it joined one.
-
-    A process that exits with a gloo group still open can abort in the group's background threads
-    ("terminate called without an active exception", SIGABRT), which the launcher reports as a
-    failed rank even when the run succeeded; torch asks for an explicit destroy before exit."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

@@ -10,9 +10,9 @@ silently ignore (the other mode's `ebft:` keys, `trl:` in strided mode) are conf
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
+from axolotl.process_group import launched_world_size
 from axolotl.training.grpo_args import TOP_LEVEL_REFUSED, check_grpo_config, grpo_refusals
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def ebft_refusals(cfg: AxolotlConfig) -> list[str]:
     if cfg.attn_implementation == "flex_attention" and not _has_cuda():
         messages.append("`flex_attention: true` is not supported yet with strided `rl: ebft` without a GPU (torch has "
                         "no flex_attention backward on CPU); use `sdp_attention: true` there")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched_world_size() > 1:
         messages.append("strided `rl: ebft` on several processes is not supported yet (it runs on one device; the "
                         "policy is called outside the DDP wrapper, so gradients would not be synchronised)")
     if cfg.val_set_size or cfg.test_datasets:

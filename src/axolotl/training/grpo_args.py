@@ -43,10 +43,10 @@ counts prompt + completion tokens itself). `vllm:` configures `axolotl vllm-serv
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from axolotl.process_group import launched_world_size
 from axolotl.training.args import TrainingConfigError, training_args_kwargs
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ def generation_batch(cfg: AxolotlConfig, world_size: int = 1) -> int:
 def check_grpo_config(cfg: AxolotlConfig, world_size: int | None = None) -> None:
     """Combinations TRL would reject after the model has loaded, and a missing vLLM, raised up front.
     `world_size` defaults to the launcher's WORLD_SIZE (1 for a single process)."""
-    world_size = world_size or int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = world_size or launched_world_size()
     trl = cfg.trl
     groups = trl.num_generations or TRL_DEFAULT_NUM_GENERATIONS
     problems = []

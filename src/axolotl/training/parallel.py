@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from axolotl.process_group import launched_world_size
 from axolotl.training.args import TrainingConfigError
-from axolotl.training.distributed import launched_world_size
 from axolotl.training.support import NotSupportedYet
 
 if TYPE_CHECKING:
