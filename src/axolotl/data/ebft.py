@@ -24,7 +24,6 @@ import importlib
 import inspect
 import json
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,10 +43,11 @@ from axolotl.data.grpo import (
 from axolotl.data.pipeline import (
     PreparedData,
     _workers,
+    drop_rejected,
+    entry_rows,
     int_column,
 )
 from axolotl.data.scratch import fresh_fingerprint
-from axolotl.data.sources import load_rows
 from axolotl.data.stats import DatasetStats, PreparationStats
 
 if TYPE_CHECKING:
@@ -173,12 +173,7 @@ def prepare_entry(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry:
     """Load, transform and check one dataset entry (`merge_and_split`'s per-entry step)."""
     where = f"{'datasets' if role == 'train' else 'test_datasets'}[{index}]"
     name = entry.path or where
-    rows = load_rows(entry)
-    if entry.shards:
-        rows = rows.shard(num_shards=entry.shards, index=entry.shards_idx or 0)
-    stats = DatasetStats(name=name, rows_in=len(rows))
-    if len(rows) == 0:
-        raise DataError(f"dataset `{name}` has no rows (check `split`, `data_files` and `shards`)")
+    rows, stats = entry_rows(entry, name)
     common = {"num_proc": _workers(cfg, len(rows)), "load_from_cache_file": False,
               "keep_in_memory": bool(cfg.dataset_keep_in_memory)}
     rows = _apply(rows, entry, index, cfg, tokenizer, where, name, common)
@@ -187,13 +182,7 @@ def prepare_entry(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry:
         measured = _check_documents(rows, cfg, name, source, common)
     else:
         measured = _check_structured(rows, cfg, tokenizer, name, source, common)
-    reasons = Counter(measured[DROP])
-    stats.rows_out = reasons.pop("", 0)
-    stats.dropped = dict(reasons)
-    if reasons:
-        LOG.warning("dataset %s: dropped %s", name, ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())))
-        measured = measured.filter(lambda reason: reason == "", input_columns=[DROP], num_proc=common["num_proc"],
-                                   load_from_cache_file=False, new_fingerprint=fresh_fingerprint())
+    measured = drop_rejected(measured, stats, common["num_proc"], column=DROP)
     stats.tokens = int(int_column(measured, TOKENS).sum())
     return measured.remove_columns([DROP]), stats
 

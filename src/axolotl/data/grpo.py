@@ -26,7 +26,6 @@ import hashlib
 import inspect
 import json
 import logging
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,13 +37,14 @@ from axolotl.data.pipeline import (
     DEFAULT_SEED,
     PreparedData,
     _workers,
+    drop_rejected,
+    entry_rows,
     int_column,
     load_prepared,
     merge_and_split,
     save_prepared,
 )
 from axolotl.data.scratch import fresh_fingerprint
-from axolotl.data.sources import load_rows
 from axolotl.data.stats import DatasetStats, PreparationStats, length_histogram
 from axolotl.data.user_code import UserCodeError, import_dotted
 
@@ -289,12 +289,7 @@ def prepare_entry(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry:
     """Load, transform, check and measure one dataset entry (`merge_and_split`'s per-entry step)."""
     where = f"{'datasets' if role == 'train' else 'test_datasets'}[{index}]"
     name = entry.path or where
-    rows = load_rows(entry)
-    if entry.shards:
-        rows = rows.shard(num_shards=entry.shards, index=entry.shards_idx or 0)
-    stats = DatasetStats(name=name, rows_in=len(rows))
-    if len(rows) == 0:
-        raise DataError(f"dataset `{name}` has no rows (check `split`, `data_files` and `shards`)")
+    rows, stats = entry_rows(entry, name)
     workers = _workers(cfg, len(rows))
     common = {"num_proc": workers, "load_from_cache_file": False, "keep_in_memory": bool(cfg.dataset_keep_in_memory)}
     transform, remove = resolve_transform(entry, index, cfg, where)
@@ -306,13 +301,7 @@ def prepare_entry(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry:
                         f"{', '.join(rows.column_names)}); return a `prompt` from a `module.function` transform")
     measured = rows.map(MeasurePrompts(cfg, tokenizer, name), batched=True, with_indices=True,
                         desc=f"checking prompts of {name}", new_fingerprint=fresh_fingerprint(), **common)
-    reasons = Counter(measured[DROP])
-    stats.rows_out = reasons.pop("", 0)
-    stats.dropped = dict(reasons)
-    if reasons:
-        LOG.warning("dataset %s: dropped %s", name, ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())))
-        measured = measured.filter(lambda reason: reason == "", input_columns=[DROP], num_proc=workers,
-                                   load_from_cache_file=False, new_fingerprint=fresh_fingerprint())
+    measured = drop_rejected(measured, stats, workers, column=DROP)
     stats.tokens = int(int_column(measured, TOKENS).sum())
     return measured.remove_columns([DROP]), stats
 

@@ -178,26 +178,46 @@ def tokenize_entry(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry
                    role: str = "train") -> tuple[Any, DatasetStats]:
     """Tokenize one dataset entry, applying the length rules in the same pass."""
     name = entry.path or f"{role} dataset {index}"
-    rows = load_rows(entry)
-    if getattr(entry, "shards", None):  # stepwise (process reward) entries have no sharding keys
-        rows = rows.shard(num_shards=entry.shards, index=entry.shards_idx or 0)
-    stats = DatasetStats(name=name, rows_in=len(rows))
-    if len(rows) == 0:
-        raise DataError(f"dataset `{name}` has no rows (check `split`, `data_files` and `shards`)")
+    rows, stats = entry_rows(entry, name)
     ctx = StrategyContext(tokenizer=tokenizer, cfg=cfg, dataset=entry)
     workers = _workers(cfg, len(rows))
     chunks = getattr(entry, "preprocess_shards", None) or 1
     mapped = _tokenize_in_chunks(rows, ctx, name, chunks, workers, bool(cfg.dataset_keep_in_memory))
-    reasons = Counter({item["values"]: item["counts"]
-                       for item in arrow_column(mapped, "drop_reason").value_counts().to_pylist()})
-    kept_count = reasons.pop("", 0)
-    stats.dropped = dict(reasons)
-    kept = mapped.filter(_kept, input_columns=["drop_reason"], batched=True, num_proc=workers,
-                         load_from_cache_file=False, new_fingerprint=fresh_fingerprint()) if reasons else mapped
-    stats.rows_out = kept_count
+    kept = drop_rejected(mapped, stats, workers)
     stats.tokens = int(int_column(kept, "length").sum())
     stats.trained_tokens = int(int_column(kept, "n_trained").sum())
-    return kept.remove_columns(["drop_reason"]), stats
+    return kept.remove_columns([DROP_REASON]), stats
+
+
+def entry_rows(entry: Any, name: str) -> tuple[Any, DatasetStats]:
+    """The rows of one dataset entry after its `shards` selection, with their first statistics;
+    an entry with no rows is an error (every method's per-entry step starts here)."""
+    rows = load_rows(entry)
+    shardable = hasattr(entry, "shards")  # preference and stepwise entries have no sharding keys
+    if shardable and entry.shards:
+        rows = rows.shard(num_shards=entry.shards, index=entry.shards_idx or 0)
+    if len(rows) == 0:
+        keys = "`split`, `data_files` and `shards`" if shardable else "`split` and `data_files`"
+        raise DataError(f"dataset `{name}` has no rows (check {keys})")
+    return rows, DatasetStats(name=name, rows_in=len(rows))
+
+
+DROP_REASON = "drop_reason"
+"""The column a per-entry map fills with why a row is dropped ("" for rows that stay)."""
+
+
+def drop_rejected(mapped: Any, stats: DatasetStats, workers: int | None, column: str = DROP_REASON) -> Any:
+    """The rows whose `column` is empty; the others are counted by reason in `stats` (and logged),
+    never silently lost. The column stays: callers measure the kept rows, then remove it."""
+    reasons = Counter({item["values"]: item["counts"]
+                       for item in arrow_column(mapped, column).value_counts().to_pylist()})
+    stats.rows_out = reasons.pop("", 0)
+    stats.dropped = dict(reasons)
+    if not reasons:
+        return mapped
+    LOG.warning("dataset %s: dropped %s", stats.name, ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())))
+    return mapped.filter(_kept, input_columns=[column], batched=True, num_proc=workers, load_from_cache_file=False,
+                         new_fingerprint=fresh_fingerprint())
 
 
 def _tokenize_in_chunks(rows: Any, ctx: StrategyContext, name: str, chunks: int, workers: int | None,

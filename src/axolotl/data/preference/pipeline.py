@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,10 +31,11 @@ from axolotl.data.fingerprint import dataset_fingerprint
 from axolotl.data.pipeline import (
     DEFAULT_PREPARED_PATH,
     DEFAULT_SEED,
+    DROP_REASON,
     PreparedData,
-    _kept,
     _workers,
-    arrow_column,
+    drop_rejected,
+    entry_rows,
     int_column,
     load_prepared,
     merge_and_split,
@@ -44,7 +44,6 @@ from axolotl.data.pipeline import (
 from axolotl.data.preference.base import COLUMNS, PreferenceContext, Row, label, preference_kind, text
 from axolotl.data.preference.registry import resolve
 from axolotl.data.scratch import fresh_fingerprint
-from axolotl.data.sources import load_rows
 from axolotl.data.stats import DatasetStats, PreparationStats, length_histogram
 
 if TYPE_CHECKING:
@@ -111,27 +110,17 @@ def format_entry(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry: 
                  role: str = "train") -> tuple[Any, DatasetStats]:
     """Render and measure one dataset entry, applying the length rule in the same pass."""
     name = entry.path or f"{role} dataset {index}"
-    rows = load_rows(entry)
-    stats = DatasetStats(name=name, rows_in=len(rows))
-    if len(rows) == 0:
-        raise DataError(f"dataset `{name}` has no rows (check `split` and `data_files`)")
+    rows, stats = entry_rows(entry, name)
     ctx = PreferenceContext(tokenizer=tokenizer, cfg=cfg, dataset=entry, kind=kind, index=index)
     workers = _workers(cfg, len(rows))
     mapped = rows.map(FormatRows(ctx, name), batched=True, with_indices=True, num_proc=workers,
                       remove_columns=rows.column_names, load_from_cache_file=False,
                       keep_in_memory=bool(cfg.dataset_keep_in_memory), desc=f"formatting {name}",
                       new_fingerprint=fresh_fingerprint())
-    reasons = Counter({item["values"]: item["counts"]
-                       for item in arrow_column(mapped, "drop_reason").value_counts().to_pylist()})
-    stats.rows_out = reasons.pop("", 0)
-    stats.dropped = dict(reasons)
-    kept = mapped.filter(_kept, input_columns=["drop_reason"], batched=True, num_proc=workers,
-                         load_from_cache_file=False, new_fingerprint=fresh_fingerprint()) if reasons else mapped
+    kept = drop_rejected(mapped, stats, workers)
     stats.tokens = int(int_column(kept, "n_tokens").sum())
     stats.trained_tokens = int(int_column(kept, "n_trained").sum())
-    if reasons:
-        LOG.warning("dataset %s: dropped %s", name, ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())))
-    return kept.remove_columns(["drop_reason"]), stats
+    return kept.remove_columns([DROP_REASON]), stats
 
 
 class FormatRows:

@@ -12,21 +12,20 @@ truncate both sides; raise); shorter than `min_sample_len` -> dropped.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from axolotl.data.errors import DataError, RowError
 from axolotl.data.pipeline import (
     DEFAULT_SEED,
-    _kept,
+    DROP_REASON,
     _workers,
-    arrow_column,
+    drop_rejected,
+    entry_rows,
     int_column,
     merge_and_split,
 )
 from axolotl.data.reward.bradley_terry import PAIR_STRATEGIES, PairStrategy, TokenizedPairs
 from axolotl.data.scratch import fresh_fingerprint
-from axolotl.data.sources import load_rows
 from axolotl.data.stats import DatasetStats, PreparationStats, length_histogram
 from axolotl.data.strategies.base import StrategyContext
 from axolotl.data.tokenized_rows import MIN_SAMPLE_LEN
@@ -78,12 +77,7 @@ def tokenize_pairs(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry
                    role: str = "train") -> tuple[Any, DatasetStats]:
     """Tokenize one dataset entry into pairs, applying the length rules in the same pass."""
     name = entry.path or f"{role} dataset {index}"
-    rows = load_rows(entry)
-    if getattr(entry, "shards", None):
-        rows = rows.shard(num_shards=entry.shards, index=entry.shards_idx or 0)
-    stats = DatasetStats(name=name, rows_in=len(rows))
-    if len(rows) == 0:
-        raise DataError(f"dataset `{name}` has no rows (check `split`, `data_files` and `shards`)")
+    rows, stats = entry_rows(entry, name)
     ctx = StrategyContext(tokenizer=tokenizer, cfg=cfg, dataset=entry)
     pair_strategy(ctx)  # an unknown type fails here, before any worker starts
     workers = _workers(cfg, len(rows))
@@ -91,15 +85,10 @@ def tokenize_pairs(cfg: AxolotlConfig, tokenizer: PreTrainedTokenizerBase, entry
                       remove_columns=rows.column_names, load_from_cache_file=False,
                       keep_in_memory=bool(cfg.dataset_keep_in_memory), desc=f"tokenizing {name}",
                       new_fingerprint=fresh_fingerprint())
-    reasons = Counter({item["values"]: item["counts"]
-                       for item in arrow_column(mapped, "drop_reason").value_counts().to_pylist()})
-    stats.rows_out = reasons.pop("", 0)
-    stats.dropped = dict(reasons)
-    kept = mapped.filter(_kept, input_columns=["drop_reason"], batched=True, num_proc=workers,
-                         load_from_cache_file=False, new_fingerprint=fresh_fingerprint()) if reasons else mapped
+    kept = drop_rejected(mapped, stats, workers)
     stats.tokens = _pair_tokens(kept)
     stats.trained_tokens = SCORES_PER_PAIR * stats.rows_out
-    return kept.remove_columns(["drop_reason"]), stats
+    return kept.remove_columns([DROP_REASON]), stats
 
 
 class TokenizePairRows:
