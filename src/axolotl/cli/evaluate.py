@@ -14,8 +14,8 @@ import math
 import sys
 from collections.abc import Sequence
 
-from axolotl.cli.launch import LaunchError, is_main_rank, one_process_note, plan_launch, run_launch
-from axolotl.cli.output import legacy_main, load_or_report, releases_process_group
+from axolotl.cli.launch import is_main_rank, plan_and_load, run_launch
+from axolotl.cli.output import legacy_main, releases_process_group
 
 EXIT_NOT_SUPPORTED = 2
 
@@ -27,17 +27,10 @@ def run(config: str, overrides: Sequence[str] = (), *, launcher: str | None = No
 
     Several visible GPUs (or `--launcher torchrun|accelerate`) evaluate in one process per GPU
     (`axolotl.cli.launch`), each with its share of the eval batches."""
-    try:
-        launch = plan_launch(launcher, launcher_args)
-    except LaunchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_NOT_SUPPORTED
-    note = one_process_note(launcher)
-    if note:
-        print(note, file=sys.stderr)
-    loaded = load_or_report(config, overrides)
-    if loaded is None:
-        return 1
+    planned = plan_and_load(config, overrides, launcher, launcher_args)
+    if isinstance(planned, int):
+        return planned
+    launch, loaded = planned
     from axolotl.training.evaluate import EvaluationError, check_evaluation, evaluate
 
     try:

@@ -24,6 +24,10 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from axolotl.config.loader import LoadedConfig
 
 LAUNCHERS = ("python", "torchrun", "accelerate")
 LAUNCHABLE_VERBS = ("train", "evaluate")
@@ -164,3 +168,21 @@ def run_launch(launch: Launch, verb: str, config: str, verb_args: Sequence[str])
 def is_main_rank() -> bool:
     """Whether this process prints the run's summary lines (rank 0, or not launched at all)."""
     return os.environ.get("RANK", "0") == "0"
+
+
+def plan_and_load(config: str, overrides: Sequence[str], launcher: str | None,
+                  launcher_args: Sequence[str]) -> tuple[Launch | None, LoadedConfig] | int:
+    """The launch a launchable verb will make (None: run here) and its loaded config, or the exit
+    code when either is refused (the problem is printed: 2 for the launcher, 1 for the config)."""
+    from axolotl.cli.output import EXIT_NOT_SUPPORTED, load_or_report
+
+    try:
+        launch = plan_launch(launcher, launcher_args)
+    except LaunchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_NOT_SUPPORTED
+    note = one_process_note(launcher)
+    if note:
+        print(note, file=sys.stderr)
+    loaded = load_or_report(config, overrides)
+    return 1 if loaded is None else (launch, loaded)

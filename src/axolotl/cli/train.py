@@ -16,15 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from axolotl.cli.launch import (
-    LaunchError,
-    inside_launched_process,
-    is_main_rank,
-    one_process_note,
-    plan_launch,
-    run_launch,
-)
-from axolotl.cli.output import legacy_main, load_or_report, releases_process_group
+from axolotl.cli.launch import inside_launched_process, is_main_rank, plan_and_load, run_launch
+from axolotl.cli.output import legacy_main, releases_process_group
 
 if TYPE_CHECKING:
     from axolotl.config.schema import AxolotlConfig
@@ -39,17 +32,10 @@ def run(config: str, overrides: Sequence[str] = (), launcher: str | None = None,
     """Train as the config describes; problems are printed, never raised as tracebacks.
 
     `launcher` None chooses (several GPUs: torchrun); `launcher_args` are what followed `--`."""
-    try:
-        launch = plan_launch(launcher, launcher_args)
-    except LaunchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_NOT_SUPPORTED
-    note = one_process_note(launcher)
-    if note:
-        print(note, file=sys.stderr)
-    loaded = load_or_report(config, overrides)
-    if loaded is None:
-        return 1
+    planned = plan_and_load(config, overrides, launcher, launcher_args)
+    if isinstance(planned, int):
+        return planned
+    launch, loaded = planned
     from axolotl.config.render import resolved_yaml
     from axolotl.training.args import TrainingConfigError
     from axolotl.training.distributed import RanksDisagree, check_ranks_agree
