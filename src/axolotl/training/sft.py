@@ -56,6 +56,7 @@ from axolotl.training.data import packed_loader, padded_collator
 from axolotl.training.distributed import check_ranks_agree
 from axolotl.training.loss import causal_lm_loss_from_hidden, check_fused_loss_support, fused_loss
 from axolotl.training.model_card import write_model_card
+from axolotl.training.module_walks import CachedModuleWalks
 from axolotl.training.optimizer import OptimizationMixin
 from axolotl.training.parallel import check_engine, distributed_environment, distributed_problems, save_final_model
 from axolotl.training.plots import CURVES_NAME, write_training_curves
@@ -94,7 +95,7 @@ class TrainResult:
     """Name of the signal that stopped the run (a checkpoint was saved), else None."""
 
 
-class AxolotlTrainer(OptimizationMixin, Trainer):
+class AxolotlTrainer(CachedModuleWalks, OptimizationMixin, Trainer):
     """`Trainer` whose dataloaders pack rows when the config asks for sample packing.
 
     Unpacked data uses the stock loaders (with `PaddedCollator` as the data collator).
@@ -121,6 +122,7 @@ class AxolotlTrainer(OptimizationMixin, Trainer):
         Under CUDA graphs (`torch_compile_mode: reduce-overhead` / `max-autotune`) each micro-step
         is marked as a new iteration: the layers are graphed one by one, so without the mark the
         graph trees see the previous step's backward as pending and replay on their slow path."""
+        self.prepare_cached_walks()
         if self.marks_graph_steps:
             torch.compiler.cudagraph_mark_step_begin()
         if self.offload is None:
