@@ -110,3 +110,34 @@ def test_training_with_the_cached_walks_matches_the_stock_walks(tiny_llama_dir: 
     assert len(curve(cached)) == 4 and curve(cached) == curve(stock)
     evals = [entry["eval_loss"] for entry in cached.metrics["eval_history"]]
     assert len(evals) >= 4 and evals == [entry["eval_loss"] for entry in stock.metrics["eval_history"]]
+
+
+def test_dpo_with_the_cached_walks_matches_the_stock_walks(tiny_llama_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The preference trainers use the same walks: with the adapter-off reference forward, an
+    evaluation at every step and a gradient clip that bites, DPO gives the same losses, gradient
+    norms and eval losses either way (TRL turns dropout off, so the mode switch is pinned by the
+    SFT test above)."""
+    import json
+
+    from tests.training.test_preference_train import LORA, run_train, write_config
+
+    installed: list[bool] = []
+    original = module_walks.install_cached_walks
+
+    def recording(model: Any) -> bool:
+        installed.append(original(model))
+        return installed[-1]
+
+    curves = {}
+    for name, install in (("cached", recording), ("stock", lambda model: False)):
+        monkeypatch.setattr(module_walks, "install_cached_walks", install)
+        (tmp_path / name).mkdir()
+        config = write_config(tiny_llama_dir, tmp_path / name, "dpo", max_steps=3, eval_steps=1,
+                              max_grad_norm=0.05, **LORA)
+        assert run_train(config) == 0
+        metrics = json.loads((tmp_path / name / "out" / "metrics.json").read_text())
+        curves[name] = ([(entry["loss"], entry["grad_norm"]) for entry in metrics["train_loss_history"]],
+                        [entry["eval_loss"] for entry in metrics["eval_history"]])
+    assert installed == [True]
+    assert len(curves["cached"][0]) == 3 and curves["cached"] == curves["stock"]

@@ -40,6 +40,7 @@ from axolotl.models.compile import compile_layers
 from axolotl.models.model import load_model
 from axolotl.models.tokenizer import load_tokenizer
 from axolotl.training.args import TrainingConfigError, tracker_environment
+from axolotl.training.module_walks import CachedModuleWalks
 from axolotl.training.optimizer import OptimizationMixin
 from axolotl.training.preference_args import REFERENCE_METHODS, build_preference_args, method_of
 from axolotl.training.progress import use_progress
@@ -75,16 +76,21 @@ def use_base_as_reference(model: Any) -> None:
         model.delete_adapter("ref")
 
 
-class PreferenceTrainerMixin(OptimizationMixin):
+class PreferenceTrainerMixin(CachedModuleWalks, OptimizationMixin):
     """What our runs add to TRL's trainers, as `AxolotlTrainer` does for SFT: the console progress
-    line with throughput, our parameter groups and schedules (`OptimizationMixin`); and token
-    counting for ORPO/SimPO batches, and the base model as the reference of an adapter."""
+    line with throughput, our parameter groups and schedules (`OptimizationMixin`), the per-step
+    module walks done once (`CachedModuleWalks`); and token counting for ORPO/SimPO batches, and
+    the base model as the reference of an adapter."""
 
     def __init__(self, *args: Any, axolotl_cfg: AxolotlConfig, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.axolotl_cfg = axolotl_cfg
         self.progress = use_progress(self)
         use_base_as_reference(self.model)
+
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        self.prepare_cached_walks()
+        return super().training_step(*args, **kwargs)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.progress is not None:  # before TRL adds its metrics and the Trainer dispatches the log
