@@ -3,6 +3,7 @@ exactly what the stock walks do."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,10 @@ def test_train_and_eval_set_every_module_as_the_stock_walk_does(tiny_llama_dir: 
     assert all(module.training for module in modules)
     with pytest.raises(ValueError, match="boolean"):
         model.train("yes")  # type: ignore[arg-type]
+    frozen = copy.deepcopy(model)  # e.g. a frozen reference model taken later
+    frozen.eval()
+    assert all(module.training for module in modules), "the copy's eval() must not reach the original"
+    assert not any(module.training for module in frozen.modules())
 
 
 def test_zero_grad_clears_every_gradient_and_keeps_the_zeroing_mode(tiny_llama_dir: Path) -> None:

@@ -25,6 +25,7 @@ simply not called and the stock walk runs.
 
 from __future__ import annotations
 
+from types import MethodType
 from typing import Any
 
 import torch
@@ -42,32 +43,36 @@ def _stock_train(module: nn.Module) -> bool:
 
 
 def install_cached_walks(model: nn.Module) -> bool:
-    """Give `model` walk-free `train` and `zero_grad` (see the module docstring) -> whether it did."""
+    """Give `model` walk-free `train` and `zero_grad` (see the module docstring) -> whether it did.
+
+    They are methods bound to `model` reading lists kept on it, so a deep copy of the model gets
+    its own lists and methods bound to the copy."""
     modules = list(model.modules())
     if not all(_stock_train(module) for module in modules):
         return False
-    parameters = list(model.parameters())
-    stock_zero_grad = model.zero_grad
-
-    def train(mode: bool = True) -> nn.Module:
-        if not isinstance(mode, bool):
-            raise ValueError("training mode is expected to be boolean")
-        for module in modules:
-            if module.training is not mode:
-                module.training = mode
-        return model
-
-    def zero_grad(set_to_none: bool = True) -> None:
-        if not set_to_none:
-            stock_zero_grad(set_to_none)
-            return
-        for parameter in parameters:
-            if parameter.grad is not None:
-                parameter.grad = None
-
-    model.train = train  # type: ignore[method-assign]
-    model.zero_grad = zero_grad  # type: ignore[method-assign]
+    model._walk_modules = modules  # type: ignore[assignment]
+    model._walk_parameters = list(model.parameters())  # type: ignore[assignment]
+    model.train = MethodType(_cached_train, model)  # type: ignore[method-assign]
+    model.zero_grad = MethodType(_cached_zero_grad, model)  # type: ignore[method-assign]
     return True
+
+
+def _cached_train(self: nn.Module, mode: bool = True) -> nn.Module:
+    if not isinstance(mode, bool):
+        raise ValueError("training mode is expected to be boolean")
+    for module in self._walk_modules:  # type: ignore[union-attr]
+        if module.training is not mode:
+            module.training = mode
+    return self
+
+
+def _cached_zero_grad(self: nn.Module, set_to_none: bool = True) -> None:
+    if not set_to_none:
+        type(self).zero_grad(self, set_to_none)
+        return
+    for parameter in self._walk_parameters:  # type: ignore[union-attr]
+        if parameter.grad is not None:
+            parameter.grad = None
 
 
 class CachedModuleWalks:
