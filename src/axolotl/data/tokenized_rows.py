@@ -9,8 +9,9 @@ is instead of converting lists of lists (together about a tenth of preprocessing
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
     from axolotl.config.schema import AxolotlConfig
 
+T = TypeVar("T")
 MIN_SAMPLE_LEN = 2
 OUTPUT_COLUMNS = ("input_ids", "labels", "attention_mask", "length")
 """Columns of a prepared row; the map also writes `n_trained` and `drop_reason` for statistics."""
@@ -68,21 +70,26 @@ class TokenizeRows:
             self._strategy = resolve(self.ctx)
         if self.offset:
             indices = [index + self.offset for index in indices]
-        checked = LengthRules(self.ctx.cfg, self.name).apply(self._run(batch, indices), indices)
+        tokenized = run_naming_failed_row(self._strategy, batch, indices, self.name)
+        checked = LengthRules(self.ctx.cfg, self.name).apply(tokenized, indices)
         return checked.to_table() if self.arrow else checked.to_columns()
 
-    def _run(self, batch: dict[str, list[Any]], indices: list[int]) -> TokenizedBatch:
+
+def run_naming_failed_row(strategy: Callable[[dict[str, list[Any]]], T], batch: dict[str, list[Any]],
+                          indices: list[int], name: str) -> T:
+    """`strategy(batch)`; when a row of the batch is bad, the error names the dataset and that row
+    (found by running the rows one at a time, so a good batch pays nothing)."""
+    try:
+        return strategy(batch)
+    except RowError:
+        pass
+    for position in range(len(indices)):
+        single = {column: values[position:position + 1] for column, values in batch.items()}
         try:
-            return self._strategy(batch)
-        except RowError:
-            pass
-        for position in range(len(indices)):  # find the failing row to name it
-            single = {column: values[position:position + 1] for column, values in batch.items()}
-            try:
-                self._strategy(single)
-            except RowError as error:
-                raise error.located(self.name, indices[position]) from None
-        raise DataError(f"dataset `{self.name}`: a batch failed but no single row did; please report this")
+            strategy(single)
+        except RowError as error:
+            raise error.located(name, indices[position]) from None
+    raise DataError(f"dataset `{name}`: a batch failed but no single row did; please report this")
 
 
 class CheckedRows:
@@ -129,14 +136,19 @@ class CheckedRows:
         return pa.table(columns, schema=_output_schema())
 
 
-class LengthRules:
-    """Rows longer than `sequence_len` (drop / truncate / raise), too short, or with nothing to train."""
+class LengthLimits:
+    """`sequence_len`, `excess_length_strategy` (default drop) and `min_sample_len` (default 2) of a
+    run, for the length rules of one dataset (named in errors)."""
 
     def __init__(self, cfg: AxolotlConfig, name: str) -> None:
         self.limit = cfg.sequence_len
         self.strategy = cfg.excess_length_strategy or "drop"
         self.min_len = cfg.min_sample_len if cfg.min_sample_len is not None else MIN_SAMPLE_LEN
         self.name = name
+
+
+class LengthRules(LengthLimits):
+    """Rows longer than `sequence_len` (drop / truncate / raise), too short, or with nothing to train."""
 
     def apply(self, result: TokenizedBatch, indices: list[int]) -> CheckedRows:
         out = CheckedRows()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from axolotl.data.errors import DataError, RowError
+from axolotl.data.errors import DataError
 from axolotl.data.pipeline import (
     DEFAULT_SEED,
     DROP_REASON,
@@ -28,7 +28,7 @@ from axolotl.data.reward.bradley_terry import PAIR_STRATEGIES, PairStrategy, Tok
 from axolotl.data.scratch import fresh_fingerprint
 from axolotl.data.stats import DatasetStats, PreparationStats, length_histogram
 from axolotl.data.strategies.base import StrategyContext
-from axolotl.data.tokenized_rows import MIN_SAMPLE_LEN
+from axolotl.data.tokenized_rows import LengthLimits, run_naming_failed_row
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -106,30 +106,11 @@ class TokenizePairRows:
     def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
         if self._strategy is None:
             self._strategy = pair_strategy(self.ctx)
-        return self.rules.apply(self._run(batch, indices), indices)
-
-    def _run(self, batch: dict[str, list[Any]], indices: list[int]) -> TokenizedPairs:
-        assert self._strategy is not None
-        try:
-            return self._strategy(batch)
-        except RowError:
-            pass
-        for position in range(len(indices)):  # find the failing row to name it
-            try:
-                self._strategy({column: values[position:position + 1] for column, values in batch.items()})
-            except RowError as error:
-                raise error.located(self.name, indices[position]) from None
-        raise DataError(f"dataset `{self.name}`: a batch failed but no single row did; please report this")
+        return self.rules.apply(run_naming_failed_row(self._strategy, batch, indices, self.name), indices)
 
 
-class PairLengthRules:
+class PairLengthRules(LengthLimits):
     """`sequence_len` / `excess_length_strategy` / `min_sample_len`, applied to each side of a pair."""
-
-    def __init__(self, cfg: AxolotlConfig, name: str) -> None:
-        self.limit = cfg.sequence_len
-        self.strategy = cfg.excess_length_strategy or "drop"
-        self.min_len = cfg.min_sample_len if cfg.min_sample_len is not None else MIN_SAMPLE_LEN
-        self.name = name
 
     def apply(self, pairs: TokenizedPairs, indices: list[int]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {column: [] for column in (*PAIR_COLUMNS, "drop_reason")}
