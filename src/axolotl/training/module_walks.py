@@ -28,7 +28,6 @@ from __future__ import annotations
 from types import MethodType
 from typing import Any
 
-import torch
 from torch import nn
 
 
@@ -78,7 +77,6 @@ def _cached_zero_grad(self: nn.Module, set_to_none: bool = True) -> None:
 class CachedModuleWalks:
     """Trainer mixin: the walks of the module docstring, done once instead of at every step."""
 
-    _walk_parameters: list[torch.Tensor] | None = None
     _flop_parameters: int | None = None
     _walks_checked = False
 
@@ -91,8 +89,7 @@ class CachedModuleWalks:
         sharded = getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False)
         if sharded or trainer.args.n_gpu > 1:
             return
-        if install_cached_walks(trainer.model):
-            self._walk_parameters = list(trainer.model.parameters())
+        install_cached_walks(trainer.model)
 
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
         """The Trainer's estimate (6 x tokens x non-embedding parameters), counting parameters once."""
@@ -106,6 +103,7 @@ class CachedModuleWalks:
 
     def _clip_grad_norm(self, model: nn.Module) -> Any:
         trainer: Any = self
-        if self._walk_parameters is None:  # not installed (FSDP, DeepSpeed, ...): the stock walk
+        parameters = getattr(trainer.model, "_walk_parameters", None)  # the list `install_cached_walks` kept
+        if parameters is None:  # not installed (FSDP, DeepSpeed, ...): the stock walk
             return super()._clip_grad_norm(model)  # type: ignore[misc]
-        return trainer.accelerator.clip_grad_norm_(self._walk_parameters, trainer.args.max_grad_norm)
+        return trainer.accelerator.clip_grad_norm_(parameters, trainer.args.max_grad_norm)
