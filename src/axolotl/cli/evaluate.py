@@ -15,9 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from axolotl.cli.launch import is_main_rank, plan_and_load, run_launch
-from axolotl.cli.output import legacy_main, releases_process_group
-
-EXIT_NOT_SUPPORTED = 2
+from axolotl.cli.output import EXIT_NOT_SUPPORTED, legacy_main, releases_process_group
 
 
 @releases_process_group

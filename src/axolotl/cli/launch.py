@@ -40,8 +40,6 @@ RENDEZVOUS_OPTIONS = ("standalone", "nnodes", "node_rank", "rdzv_backend", "rdzv
                       "master_addr", "master_port", "rdzv_timeout")
 """torchrun options that place the run; with any of them, `--standalone` is not added."""
 
-EXIT_INTERRUPTED = 130
-
 
 class LaunchError(ValueError):
     """The launcher choice or its arguments cannot work (named in the message)."""
@@ -158,6 +156,8 @@ def run_launch(launch: Launch, verb: str, config: str, verb_args: Sequence[str])
     try:
         return process.wait()
     except KeyboardInterrupt:
+        from axolotl.cli.output import EXIT_INTERRUPTED  # not at import: `--help` stays light
+
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:

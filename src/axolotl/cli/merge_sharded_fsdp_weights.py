@@ -14,9 +14,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from axolotl.cli.output import legacy_main, load_or_report
-
-EXIT_NOT_SUPPORTED = 2
+from axolotl.cli.output import EXIT_NOT_SUPPORTED, legacy_main, load_or_report
 
 
 def run(config: str, overrides: Sequence[str] = (), *, checkpoint_dir: str | None = None, force: bool = False) -> int:

@@ -13,6 +13,8 @@ P = ParamSpec("P")
 
 EXIT_NOT_SUPPORTED = 2
 """Exit code of a verb refusing a feature that is not implemented yet (1 is a bad input)."""
+EXIT_INTERRUPTED = 130
+"""Exit code of a run stopped by Ctrl-C / SIGTERM (the shell's 128 + SIGINT)."""
 
 if TYPE_CHECKING:
     from axolotl.config.loader import LoadedConfig

@@ -27,13 +27,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from axolotl.cli.output import EXIT_INTERRUPTED
+
 if TYPE_CHECKING:
     from axolotl.config.loader import LoadedConfig
     from axolotl.config.schema import AxolotlConfig
     from axolotl.config.sources import RawConfig
 
-EXIT_NOT_SUPPORTED = 2
-EXIT_INTERRUPTED = 130
 INSTALL_HINT = "pip install 'axolotl[ray]'"
 RAY_STORAGE_DIR = "ray_results"
 """Folder (beside `output_dir`) where Ray Train keeps its run records."""

@@ -17,13 +17,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from axolotl.cli.launch import inside_launched_process, is_main_rank, plan_and_load, run_launch
-from axolotl.cli.output import legacy_main, releases_process_group
+from axolotl.cli.output import EXIT_INTERRUPTED, EXIT_NOT_SUPPORTED, legacy_main, releases_process_group
 
 if TYPE_CHECKING:
     from axolotl.config.schema import AxolotlConfig
 
-EXIT_NOT_SUPPORTED = 2
-EXIT_INTERRUPTED = 130
 
 
 @releases_process_group
